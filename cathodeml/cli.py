@@ -1,0 +1,81 @@
+"""The `cathodeml` command line: a thin typer app.
+
+Each subcommand lives in `cathodeml/commands/<name>.py` as a plain function whose body reads
+like a recipe (parse → load → compute → write → report).  This module only registers them and
+turns user errors (`CathodemlError`) into one line on stderr and a non-zero exit code;
+`--debug` re-raises them with the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import typer
+
+from cathodeml import __version__
+from cathodeml.errors import CathodemlError
+
+app = typer.Typer(
+    name="cathodeml",
+    help="Machine-learned potentials for battery cathodes: VASP → spin-aware DeepPot-SE → MD → Li-ion transport.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"cathodeml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+def user_errors(func):
+    """Run a subcommand, printing CathodemlError as `error: message` on stderr with exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CathodemlError as exc:
+            if _state["debug"]:
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                raise
+            typer.echo("interrupted: outputs left as they were", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _register() -> None:
+    # One line per subcommand; a subcommand is listed only once it really works.
+    from cathodeml.commands import info
+
+    app.command("info", help=info.__doc__)(user_errors(info.info))
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Readers and writers. Nothing here imports model/, md/ or train/: files know formats, not physics."""
