@@ -67,6 +67,9 @@ def _register() -> None:
     from cathodeml.commands import info
 
     app.command("info", help=info.__doc__)(user_errors(info.info))
+    from cathodeml.commands import ingest
+
+    app.command("ingest", help=ingest.__doc__)(user_errors(ingest.ingest))
     from cathodeml.commands import augment_spin
 
     app.command("augment-spin", help=augment_spin.__doc__)(user_errors(augment_spin.augment_spin))

@@ -1,15 +1,27 @@
-"""Summaries for `cathodeml info`: each returns (summary dict, render(console) function)."""
+"""Summaries for `cathodeml info`: each returns (summary dict, render(console) function).
+
+A dataset summary is built for the question a user asks before training a spin model: what is
+in here, and which spin states does each element visit?  So besides systems, frames, type map,
+composition and the energy range, it histograms |moment| per element and groups the values into
+states (clusters separated by empty gaps), e.g. Ni at ~0, ~1 and ~1.7 μB.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from cathodeml.io.dataset import read_dataset
 
+HIST_BIN_UB = 0.1  # μB, histogram bin width
+STATE_GAP_UB = 0.3  # μB, an empty gap at least this wide separates two spin states
+_SPARK = " ▁▂▃▄▅▆▇█"
+_SHORT = {"energies": "E", "forces": "F", "virials": "V"}
+
 
 def describe_dataset(path):
-    """Systems, frames, type map, composition, energy range and |moment| histograms per element."""
+    """Systems, frames, type map, composition, energy range (eV/atom) and |moment| (μB) per element."""
     ds = read_dataset(path)
     systems = []
     for s in ds.systems:
@@ -18,47 +30,108 @@ def describe_dataset(path):
         if s.energies is not None and s.n_frames:
             per_atom = s.energies / s.n_atoms
             entry["energy_per_atom_eV"] = [float(per_atom.min()), float(per_atom.max())]
-        entry["labels"] = [k for k in ("energies", "forces", "virials") if getattr(s, k) is not None] + sorted(s.frame_data)
+        entry["labels"] = [k for k in ("energies", "forces", "virials") if getattr(s, k) is not None]
+        fd = s.frame_data
+        if "has_moments" in fd:
+            entry["frames_with_moments"] = int(np.count_nonzero(fd["has_moments"]))
+        elif "spin" in fd:
+            entry["frames_with_moments"] = s.n_frames
+        if "scf_converged" in fd:
+            entry["frames_unconverged"] = int(np.count_nonzero(~np.asarray(fd["scf_converged"], dtype=bool)))
+        if "ispin" in fd:
+            entry["ispin"] = sorted(int(v) for v in np.unique(fd["ispin"]))
+        if "source_sha256" in fd:
+            entry["sources"] = int(len(set(np.asarray(fd["source_sha256"]).tolist())))
+        entry["extras"] = sorted(fd)
         systems.append(entry)
-    moments = _moment_histograms(ds)
+    moments = moment_histograms(ds)
     summary = {"path": str(path), "kind": "dataset", "type_map": ds.type_map, "n_systems": len(ds.systems),
-               "n_frames": ds.n_frames, "systems": systems, "moment_histograms": moments}
+               "n_frames": ds.n_frames, "atom_frames_by_element": _total_composition(systems), "systems": systems,
+               "moment_histograms": moments}
+    if ds.attrs.get("energy"):
+        summary["energy_label"] = ds.attrs["energy"]
 
     def render(console):
+        label = {"free": ", energies = TOTEN", "sigma0": ", energies = E(sigma→0)"}.get(ds.attrs.get("energy"), "")
         console.print(f"[bold]{path}[/bold]: dataset, {len(ds.systems)} systems, {ds.n_frames} frames, "
-                      f"type map {','.join(ds.type_map)}")
-        table = Table("system", "frames", "atoms", "E/atom range (eV)", "labels")
+                      f"type map {','.join(ds.type_map)}{label}")
+        table = Table("system", "frames", "atoms", "composition", "E/atom range (eV)", "labels", "frames with moments", "ISPIN")
         for e in systems:
             rng = e.get("energy_per_atom_eV")
+            moments_txt = f"{e['frames_with_moments']}/{e['frames']}" if "frames_with_moments" in e else "-"
             table.add_row(e["name"], str(e["frames"]), str(e["atoms"]),
-                          f"{rng[0]:.4f} … {rng[1]:.4f}" if rng else "-", ", ".join(e["labels"]))
+                          " ".join(f"{k}{v}" for k, v in e["composition"].items()),
+                          f"{rng[0]:.4f} … {rng[1]:.4f}" if rng else "-", "".join(_SHORT[x] for x in e["labels"]),
+                          moments_txt, ",".join(map(str, e.get("ispin", []))) or "-")
         console.print(table)
-        for element, h in moments.items():
-            bars = "  ".join(f"{lo:.1f}-{hi:.1f}:{n}" for lo, hi, n in zip(h["edges"][:-1], h["edges"][1:], h["counts"]) if n)
-            console.print(f"|m| {element} (μB): {bars}")
+        if moments:
+            mt = Table("element", "values", f"|m| histogram (0 → max μB, {HIST_BIN_UB} μB bins)",
+                       escape("spin states |m| (μB): mean [min–max] ×count"))
+            for element, h in moments.items():
+                mt.add_row(element, str(h["n"]), _sparkline(h["counts"]) + f" {h['edges'][-1]:.1f}",
+                           escape(";  ".join(f"{st['mean']:.2f} [{st['min']:.2f}–{st['max']:.2f}] ×{st['count']}" for st in h["states"])))
+            console.print(mt)
+        else:
+            console.print("no per-atom magnetic moments in this dataset")
 
     return summary, render
 
 
-def _moment_histograms(ds, bin_width: float = 0.25) -> dict:
-    """Per element, a histogram of |moment| over all frames (bins of `bin_width` μB)."""
+def _total_composition(systems) -> dict:
+    """Atoms of each element summed over all frames (how much training signal each element gets)."""
+    total: dict[str, int] = {}
+    for e in systems:
+        for k, v in e["composition"].items():
+            total[k] = total.get(k, 0) + v * e["frames"]
+    return total
+
+
+def moment_histograms(ds, bin_width: float = HIST_BIN_UB, gap: float = STATE_GAP_UB) -> dict:
+    """Per element: histogram of |moment| (μB) over all frames with moments, and its spin states.
+
+    Returns {element: {"n", "edges" [μB], "counts", "states": [{"mean","min","max","count"}]}};
+    a state is a run of sorted |m| values with no gap wider than `gap` μB.
+    """
     values: dict[str, list[np.ndarray]] = {}
     for s in ds.systems:
-        if "magmom" in s.frame_data:
-            m = np.abs(np.asarray(s.frame_data["magmom"], dtype=float))
-        elif "spin" in s.frame_data:
-            m = np.linalg.norm(np.asarray(s.frame_data["spin"], dtype=float), axis=-1)
+        fd = s.frame_data
+        if "magmom" in fd:
+            m = np.abs(np.asarray(fd["magmom"], dtype=float))
+            if "spin" in fd and "noncollinear" in fd:
+                nc = np.asarray(fd["noncollinear"], dtype=bool)
+                m[nc] = np.linalg.norm(np.asarray(fd["spin"], dtype=float)[nc], axis=-1)
+        elif "spin" in fd:
+            m = np.linalg.norm(np.asarray(fd["spin"], dtype=float), axis=-1)
         else:
             continue
+        if "has_moments" in fd:
+            m = m[np.asarray(fd["has_moments"], dtype=bool)]
         for t in np.unique(s.atom_types):
             col = m[:, s.atom_types == t].ravel()
             col = col[np.isfinite(col)]
             if col.size:
                 values.setdefault(ds.type_map[t], []).append(col)
     out = {}
-    for element, chunks in values.items():
-        v = np.concatenate(chunks)
-        top = max(bin_width, np.ceil(v.max() / bin_width) * bin_width)
-        counts, edges = np.histogram(v, bins=np.arange(0.0, top + bin_width, bin_width))
-        out[element] = {"edges": edges.tolist(), "counts": counts.tolist()}
+    for element in [e for e in ds.type_map if e in values]:
+        v = np.sort(np.concatenate(values[element]))
+        top = max(bin_width, np.ceil(v[-1] / bin_width + 1e-9) * bin_width)
+        counts, edges = np.histogram(v, bins=np.linspace(0.0, top, int(round(top / bin_width)) + 1))
+        out[element] = {"n": int(v.size), "edges": edges.round(6).tolist(), "counts": counts.tolist(),
+                        "states": spin_states(v, gap)}
     return out
+
+
+def spin_states(sorted_abs_moments: np.ndarray, gap: float = STATE_GAP_UB) -> list[dict]:
+    """Split sorted |m| values (μB) wherever consecutive values differ by more than `gap` μB."""
+    v = np.asarray(sorted_abs_moments, dtype=float)
+    cuts = np.flatnonzero(np.diff(v) > gap) + 1
+    return [{"mean": float(c.mean()), "min": float(c[0]), "max": float(c[-1]), "count": int(c.size)}
+            for c in np.split(v, cuts) if c.size]
+
+
+def _sparkline(counts) -> str:
+    counts = np.asarray(counts, dtype=float)
+    if counts.max() <= 0:
+        return ""
+    levels = np.ceil(counts / counts.max() * (len(_SPARK) - 1)).astype(int)
+    return "".join(_SPARK[k] for k in levels)

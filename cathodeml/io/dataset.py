@@ -320,6 +320,27 @@ def _write_system(f: h5py.File, system: System, types: np.ndarray, type_map: lis
     return name
 
 
+def read_frame_column(path: str | os.PathLike, key: str) -> tuple[dict, np.ndarray]:
+    """(file-level attrs, one per-frame array `set.*/<key>.npy` gathered over all systems).
+
+    Reads only that column (e.g. "source_sha256" for `ingest --append`); empty when absent.
+    """
+    chunks = []
+    with h5py.File(path, "r") as f:
+        attrs = _json_attrs(f)
+        for g in f.values():
+            if isinstance(g, h5py.Group) and "type.raw" in g:
+                for s in sorted(k for k in g.keys() if k.startswith("set.")):
+                    if f"{key}.npy" in g[s]:
+                        chunks.append(np.asarray(g[s][f"{key}.npy"][()]))
+    if not chunks:
+        return attrs, np.array([], dtype=object)
+    values = np.concatenate(chunks)
+    if values.dtype.kind in "OS":
+        values = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+    return attrs, values
+
+
 def file_kind(path: str | os.PathLike) -> str | None:
     """The `kind` a cathodeml HDF5 file declares ("dataset", "model", "trajectory"), or None."""
     try:

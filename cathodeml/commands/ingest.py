@@ -1,0 +1,204 @@
+"""Read VASP OUTCARs (with their magnetic moments) into a deepmd/hdf5 dataset."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import signal
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from cathodeml.errors import CathodemlError, TypeMapError
+
+
+def ingest(
+    paths: list[str] = typer.Argument(..., help="OUTCAR files (plain, .gz, .bz2, .xz), directories (searched for OUTCAR*) or globs."),
+    output: Path = typer.Option(..., "-o", "--output", help="Dataset file to write (deepmd/hdf5 layout)."),
+    type_map: str = typer.Option(None, "--type-map", help="Comma-separated species order, e.g. Li,Ni,Co,Mn,O."),
+    append: bool = typer.Option(False, "--append", help="Add to an existing file; sources already in it (same sha256) are skipped."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parse this many files in parallel."),
+    keep_unconverged: bool = typer.Option(False, "--keep-unconverged", help="Keep ionic steps whose SCF loop hit NELM."),
+    energy: str = typer.Option("free", "--energy", help="Energy label: free (TOTEN) or sigma0 (E(sigma→0))."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable or damaged files (listed) instead of stopping."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Ingest VASP OUTCARs (energies, forces, virials, magnetic moments) into a dataset file."""
+    from cathodeml.io.dataset import read_frame_column, write_dataset
+    from cathodeml.io.outcar import ENERGY_KINDS, find_outcars, runs_to_dataset
+
+    if energy not in ENERGY_KINDS:
+        raise CathodemlError(f"--energy must be one of {', '.join(ENERGY_KINDS)}, not {energy!r}")
+    order = _parse_type_map(type_map)
+    files = find_outcars(paths)
+    if output.resolve() in files:
+        raise CathodemlError(f"{output}: the output is also an input; choose another -o")
+
+    known: dict[str, str] = {}
+    if append and output.exists():
+        attrs, shas = _existing(output, read_frame_column)
+        if attrs.get("energy", energy) != energy:
+            raise CathodemlError(f"{output} holds energy={attrs['energy']} labels; pass --energy {attrs['energy']} to append")
+        existing_map = list(attrs.get("type_map", []))
+        if order is not None and order[: len(existing_map)] != existing_map[: len(order)]:
+            raise TypeMapError(
+                f"{output} has type map {','.join(existing_map)}; --type-map must start with it (new species may follow)"
+            )
+        if order is not None:
+            order = existing_map + [s for s in order if s not in existing_map]
+        known = {sha: f"already in {output}" for sha in shas}
+
+    console = Console(stderr=True, quiet=quiet, soft_wrap=True)
+    runs, failed = _parse_all(files, energy, jobs, skip_bad, console)
+    kept_runs, duplicates = [], []
+    for run in runs:
+        if run.sha256 in known:
+            duplicates.append({"path": run.path, "reason": known[run.sha256]})
+            continue
+        known[run.sha256] = f"same content as {run.path}"
+        kept_runs.append(run)
+    for d in duplicates:
+        console.print(f"[yellow]skipped[/yellow] {d['path']}: {d['reason']} (same sha256)")
+    for run in kept_runs:
+        for note in run.notes:
+            console.print(f"[yellow]warning[/yellow] {run.path}: {note}")
+
+    dataset, stats = runs_to_dataset(kept_runs, type_map=order, keep_unconverged=keep_unconverged)
+    groups: list[str] = []
+    if dataset.systems:
+        dataset.attrs = {"energy": energy}
+        groups = write_dataset(output, dataset, append=append)
+    elif kept_runs:
+        raise CathodemlError("no frames to write: every ionic step hit NELM (SCF unconverged); "
+                             "pass --keep-unconverged to keep them")
+    elif not runs:
+        raise CathodemlError("no file could be read (see the messages above); nothing written")
+    else:
+        console.print(f"nothing new to add; {output} left as it was")
+
+    summary = _summary(output, files, stats, duplicates, failed, dataset, groups, energy)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        _render(Console(), summary)
+
+
+def _parse_type_map(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise TypeMapError("--type-map is empty; give species like Li,Ni,Co,Mn,O")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise TypeMapError(f"--type-map lists {','.join(dup)} twice; give each species once")
+    return names
+
+
+def _existing(output: Path, read_frame_column):
+    import h5py
+
+    if not h5py.is_hdf5(output):
+        raise CathodemlError(f"{output}: exists but is not an HDF5 dataset; cannot --append to it")
+    attrs, shas = read_frame_column(output, "source_sha256")
+    if attrs.get("kind", "dataset") != "dataset":
+        raise CathodemlError(f"{output}: is a {attrs['kind']} file, not a dataset; cannot --append to it")
+    return attrs, set(shas.tolist())
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+
+
+def _read_one(path: str, energy: str):
+    from cathodeml.io.outcar import read_outcar
+
+    try:
+        return read_outcar(path, energy=energy), None
+    except CathodemlError as exc:
+        return None, str(exc)
+
+
+def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, console: Console):
+    """Parse every file (in a process pool when jobs > 1) under a progress bar with ETA."""
+    sizes = {str(f): max(f.stat().st_size, 1) if f.exists() else 1 for f in files}
+    runs, failed = {}, []
+    progress = Progress(
+        TextColumn("[bold]ingest[/bold] {task.fields[done]}/{task.fields[n]} files"),
+        BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+        console=console, transient=False, disable=console.quiet,
+    )
+
+    def take(path: str, result) -> None:
+        run, error = result
+        if error is not None:
+            if not skip_bad:
+                raise CathodemlError(error)
+            failed.append({"path": path, "reason": error})
+            console.print(f"[red]skipped bad file[/red] {error}")
+        else:
+            runs[path] = run
+        progress.update(task, advance=sizes[path], done=len(runs) + len(failed))
+
+    with progress:
+        task = progress.add_task("ingest", total=sum(sizes.values()), done=0, n=len(files))
+        if jobs == 1 or len(files) == 1:
+            for f in files:
+                take(str(f), _read_one(str(f), energy))
+        else:
+            ctx = multiprocessing.get_context("forkserver")
+            pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx, initializer=_worker_init)
+            try:
+                pending = {pool.submit(_read_one, str(f), energy): str(f) for f in files}
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        take(pending.pop(fut), fut.result())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
+    return [runs[str(f)] for f in files if str(f) in runs], failed
+
+
+def _summary(output, files, stats, duplicates, failed, dataset, groups, energy) -> dict:
+    kept = sum(s["frames_kept"] for s in stats)
+    elements = sorted({e for s in stats if s["frames_kept"] for e in s["species"]})
+    return {
+        "output": str(output),
+        "energy": energy,
+        "files": {"found": len(files), "ingested": sum(1 for s in stats if s["frames_kept"]),
+                  "duplicates_skipped": len(duplicates), "failed": len(failed)},
+        "frames": {"read": sum(s["frames_read"] for s in stats), "kept": kept,
+                   "skipped_unconverged": sum(s["unconverged_skipped"] for s in stats),
+                   "unconverged_kept": sum(s["unconverged"] - s["unconverged_skipped"] for s in stats),
+                   "incomplete_dropped": sum(s["incomplete"] for s in stats)},
+        "systems": [{"name": g, "frames": s.n_frames, "atoms": s.n_atoms} for g, s in zip(groups, dataset.systems)],
+        "type_map": dataset.type_map,
+        "elements": elements,
+        "sources": stats,
+        "duplicates": duplicates,
+        "failed": failed,
+    }
+
+
+def _render(console: Console, summary: dict) -> None:
+    f, fr = summary["files"], summary["frames"]
+    table = Table(title=f"ingest → {summary['output']}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("files", f"{f['ingested']} ingested of {f['found']}"
+                  + (f", {f['duplicates_skipped']} already ingested (same sha256)" if f["duplicates_skipped"] else "")
+                  + (f", {f['failed']} failed" if f["failed"] else ""))
+    table.add_row("frames kept", str(fr["kept"]) + (f" (incl. {fr['unconverged_kept']} unconverged)" if fr["unconverged_kept"] else ""))
+    table.add_row("frames skipped", f"{fr['skipped_unconverged']} SCF hit NELM, {fr['incomplete_dropped']} incomplete (cut-off run)")
+    table.add_row("systems", ", ".join(f"{s['name']} ({s['frames']})" for s in summary["systems"]) or "-")
+    table.add_row("elements", ",".join(summary["elements"]) or "-")
+    table.add_row("type map", ",".join(summary["type_map"]))
+    table.add_row("energy", "TOTEN (free energy)" if summary["energy"] == "free" else "E(sigma→0)")
+    console.print(table)
