@@ -1,0 +1,123 @@
+"""Unwrapping and mean-squared displacements: small pure numpy functions over position arrays.
+
+The MSD over all time origins is computed with the FFT algorithm (Kneller et al., nMoldyn;
+Calandrini et al. 2011): MSD(m) = S1(m) − 2·S2(m), where S2 is the position autocorrelation from
+a zero-padded FFT and S1 a running sum of squares.  That is O(N·T log T) instead of O(N·T²),
+exact (not sampled origins), and keeps per-axis components for free.  Ions are processed in
+blocks so that the complex FFT buffers stay bounded whatever the trajectory size.  Positions
+are centred in time before the FFT: the MSD does not change, and float64 round-off stays at the
+scale of the displacements, not of the absolute coordinates.
+
+Unwrapping lives here too because it is physics, not file format: from image counts when the
+trajectory has them, else from minimum-image steps in *fractional* coordinates (right for
+triclinic cells), refusing steps so large that the minimum image is ambiguous.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+
+from cathodeml.errors import CathodemlError
+
+# A minimum-image step this close to half a cell is ambiguous (the ion may have gone the other way).
+MAX_FRACTIONAL_STEP = 0.4
+
+
+def minimum_image_steps(frac: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """Fractional displacements between consecutive frames, folded into [−½, ½).
+
+    frac [nf, N, 3] fractional coordinates (dimensionless); `previous` [N, 3] the frame before
+    frac[0] (then the result has nf rows, else nf − 1).  Raises CathodemlError when any step
+    reaches MAX_FRACTIONAL_STEP of a cell vector: frames are then too far apart to unwrap.
+    """
+    if previous is not None:
+        frac = np.concatenate([previous[None], frac], axis=0)
+    steps = np.diff(frac, axis=0)
+    steps -= np.round(steps)
+    if steps.size:
+        worst = np.abs(steps).max()
+        if worst >= MAX_FRACTIONAL_STEP:
+            f, i, _ = np.unravel_index(np.argmax(np.abs(steps)), steps.shape)
+            raise CathodemlError(
+                f"atom {i} moves {worst:.2f} of a cell vector between stored frames {f} and {f + 1}: jumps near or "
+                "beyond half a cell cannot be unwrapped; store frames more often or give image counts (H5MD)")
+    return steps
+
+
+def to_fractional(positions: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Cartesian positions [nf, N, 3] Å in cells [nf, 3, 3] Å (rows = lattice vectors) → fractional."""
+    return np.einsum("fnj,fji->fni", positions, np.linalg.inv(cells))
+
+
+def unwrap_with_images(positions: np.ndarray, images: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Continuous positions [nf, N, 3] Å from positions, image counts [nf, N, 3] and cells [nf, 3, 3] Å.
+
+    Works whether the stored positions are wrapped (H5MD convention: add images) or already
+    unwrapped with the image counts of their wrapped copies (cathodeml's writer): an atom whose
+    fractional coordinates lie outside [0, 1] is already unwrapped; inside the cell, its image
+    count is the true offset if wrapped and zero if unwrapped, so adding it is right either way.
+    """
+    frac = to_fractional(positions, cells)
+    inside = np.all((frac >= -1e-9) & (frac <= 1 + 1e-9), axis=-1, keepdims=True)
+    shift = np.einsum("fni,fij->fnj", images.astype(float), cells)
+    return positions + np.where(inside, shift, 0.0)
+
+
+def framework_drift(unwrapped: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Centre-of-mass position [nf, 3] Å of atoms [nf, M, 3] Å with masses [M] amu."""
+    return np.einsum("fmi,m->fi", unwrapped, masses) / masses.sum()
+
+
+def msd_fft(x: np.ndarray, *, atoms_per_block: int = 256) -> np.ndarray:
+    """Mean-squared displacement over all time origins, per axis, summed over particles.
+
+    x [T, N, d] continuous positions (Å) of N particles, T frames evenly spaced in time.
+    Returns [T, d] Å²: for lag m and axis a, Σ_i (1/(T−m)) Σ_t (x_ia(t+m) − x_ia(t))².  Divide
+    by N for the per-particle (self) MSD.  Float64 throughout.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    T, N, d = x.shape
+    out = np.zeros((T, d))
+    if T == 0:
+        return out
+    n_fft = scipy.fft.next_fast_len(2 * T, real=True)
+    counts = (T - np.arange(T))[:, None]
+    for lo in range(0, N, atoms_per_block):
+        block = x[:, lo:lo + atoms_per_block, :]
+        block = block - block.mean(axis=0, keepdims=True)
+        # S2: autocorrelation Σ_t x(t) x(t+m), via |FFT|² of the zero-padded series.
+        spectrum = scipy.fft.rfft(block, n=n_fft, axis=0)
+        s2 = scipy.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=n_fft, axis=0)[:T].sum(axis=1)
+        # S1: Σ_t x(t)² + x(t+m)² over valid origins, by removing one end point per extra lag.
+        sq = (block**2).sum(axis=1)  # [T, d]
+        total = 2.0 * sq.sum(axis=0)
+        removed = np.zeros((T, d))
+        removed[1:] = np.cumsum(sq[:-1] + sq[::-1][:-1], axis=0)
+        s1 = total - removed
+        out += (s1 - 2.0 * s2) / counts
+    out[0] = 0.0
+    return out
+
+
+def msd_direct(x: np.ndarray) -> np.ndarray:
+    """The O(N·T²) definition of `msd_fft` (same units and shape), for tests and tiny inputs."""
+    x = np.asarray(x, dtype=np.float64)
+    T = x.shape[0]
+    out = np.zeros((T, x.shape[2]))
+    for m in range(1, T):
+        out[m] = ((x[m:] - x[:-m]) ** 2).sum(axis=1).mean(axis=0)
+    return out
+
+
+def self_and_collective_msd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MSD_self [T, d] Å² (per ion) and MSD_total [T, d] Å² (of the summed displacement, per ion).
+
+    x [T, N, d] continuous positions of the N mobile ions.  MSD_total(t) = ⟨|Σ_i Δr_i(t)|²⟩ / N,
+    so that MSD_total = MSD_self for uncorrelated ions and MSD_distinct = MSD_total − MSD_self
+    = (1/N) Σ_{i≠j} ⟨Δr_i·Δr_j⟩ measures correlation (negative: anti-correlated motion).
+    """
+    n = x.shape[1]
+    self_msd = msd_fft(x) / n
+    total_msd = msd_fft(x.sum(axis=1, keepdims=True)) / n
+    return self_msd, total_msd
