@@ -73,6 +73,9 @@ def _register() -> None:
     from cathodeml.commands import augment_spin
 
     app.command("augment-spin", help=augment_spin.__doc__)(user_errors(augment_spin.augment_spin))
+    from cathodeml.commands import analyze
+
+    app.command("analyze", help=analyze.__doc__)(user_errors(analyze.analyze))
 
 
 _register()

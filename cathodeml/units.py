@@ -25,6 +25,9 @@ KBAR_IN_EV_PER_A3 = 0.1 / EV_PER_A3_IN_GPA
 A2_PER_FS_IN_CM2_PER_S = 0.1
 # Conductivity: S/m → mS/cm is × 10.
 S_PER_M_IN_MS_PER_CM = 10.0
+# Diffusion in SI: 1 Å²/fs = 1e-20 m² / 1e-15 s = 1e-5 m²/s; number density: 1 Å⁻³ = 1e30 m⁻³.
+A2_PER_FS_IN_M2_PER_S = 1.0e-5
+PER_A3_IN_PER_M3 = 1.0e30
 ANGSTROM_M = 1e-10
 CM_M = 1e-2
 
