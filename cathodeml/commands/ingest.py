@@ -38,6 +38,8 @@ def ingest(
     files = find_outcars(paths)
     if output.resolve() in files:
         raise CathodemlError(f"{output}: the output is also an input; choose another -o")
+    if output.is_dir() or not output.resolve().parent.is_dir():
+        raise CathodemlError(f"{output}: not a writable file path (a directory, or its folder does not exist); fix -o")
 
     known: dict[str, str] = {}
     if append and output.exists():
@@ -67,6 +69,11 @@ def ingest(
     for run in kept_runs:
         for note in run.notes:
             console.print(f"[yellow]warning[/yellow] {run.path}: {note}")
+        n_unconverged = int((~run.scf_converged).sum())
+        if n_unconverged:
+            what = "kept (--keep-unconverged)" if keep_unconverged else "skipped; keep them with --keep-unconverged"
+            console.print(f"[yellow]note[/yellow] {run.path}: {n_unconverged} ionic step(s) hit NELM={run.nelm} "
+                          f"(SCF not converged): {what}")
 
     dataset, stats = runs_to_dataset(kept_runs, type_map=order, keep_unconverged=keep_unconverged)
     groups: list[str] = []
@@ -131,7 +138,7 @@ def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, consol
     progress = Progress(
         TextColumn("[bold]ingest[/bold] {task.fields[done]}/{task.fields[n]} files"),
         BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        console=console, transient=False, disable=console.quiet,
+        console=console, transient=False, disable=console.quiet or not console.is_terminal,
     )
 
     def take(path: str, result) -> None:
@@ -151,7 +158,8 @@ def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, consol
             for f in files:
                 take(str(f), _read_one(str(f), energy))
         else:
-            ctx = multiprocessing.get_context("forkserver")
+            ctx = multiprocessing.get_context("forkserver")  # no fork of a threaded parent (rich's refresh thread)
+            ctx.set_forkserver_preload(["cathodeml.commands.ingest"])  # workers start with the parser imported
             pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx, initializer=_worker_init)
             try:
                 pending = {pool.submit(_read_one, str(f), energy): str(f) for f in files}

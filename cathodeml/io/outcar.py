@@ -259,10 +259,10 @@ def parse_outcar(text: bytes, *, source: str = "<text>", energy: str = "free") -
 
     nf = len(frames)
     stack = lambda key: np.stack([f[key] for f in frames])  # noqa: E731
-    has_virial = [f["virial"] is not None for f in frames]
+    has_virial = [f["stress"] is not None for f in frames]
     virials = None
     if all(has_virial):
-        virials = stack("virial")
+        virials = _virials(stack("stress"), stack("cell"))
     elif any(has_virial):
         notes.append("stress printed for only some steps; virials dropped for this file")
     magmom = np.full((nf, na), np.nan)
@@ -441,14 +441,10 @@ def _parse_step(text: bytes, start: int, end: int, na: int, info: dict, energy: 
     if cell is None:
         return None
 
-    virial = None
+    stress = None  # kBar, VASP's "in kB" line: XX YY ZZ XY YZ ZX
     s = text.rfind(b"  in kB ", start, p)
     if s >= 0:
         stress = _floats(text[s + 8 : text.find(b"\n", s)], 6)
-        if stress is not None:
-            xx, yy, zz, xy, yz, zx = stress
-            tensor = np.array([[xx, xy, zx], [xy, yy, yz], [zx, yz, zz]])
-            virial = kbar_stress_to_virial(tensor, abs(np.linalg.det(cell)))
 
     it = text.rfind(b"Iteration", start, end)
     converged = True
@@ -465,11 +461,19 @@ def _parse_step(text: bytes, start: int, end: int, na: int, info: dict, energy: 
         "coords": table[:, :3],
         "forces": table[:, 3:],
         "cell": cell,
-        "virial": virial,
+        "stress": stress,
         "converged": converged,
         "moments": _parse_moments(text, start, end, na, info["noncollinear"]),
         "total_mag": _total_magnetization(text, start, end, info),
     }
+
+
+def _virials(stress_kbar: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Virials [nf,3,3] eV from VASP's "in kB" rows [nf,6] (XX YY ZZ XY YZ ZX) and cells [nf,3,3] Å."""
+    xx, yy, zz, xy, yz, zx = stress_kbar.T
+    tensor = np.stack([np.stack([xx, xy, zx], -1), np.stack([xy, yy, yz], -1), np.stack([zx, yz, zz], -1)], 1)
+    volume = np.abs(np.linalg.det(cells))
+    return kbar_stress_to_virial(tensor, volume[:, None, None])
 
 
 def _skip_lines(text: bytes, pos: int, n: int) -> int:
