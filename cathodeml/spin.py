@@ -9,7 +9,9 @@ placement is one pure function, `virtual_positions`, written with array operatio
 JAX both run: `augment-spin` calls it on numpy arrays to write the training set, and train/md call
 it inside the jitted energy so that the virtual atoms follow their hosts with dR'/dR = identity,
 which puts each virtual atom's force onto its host (the DFT force label of a host is the *total*
-force at fixed moments, so virtual atoms carry no force label of their own).  Everything else here
+force at fixed moments, so virtual atoms carry no force label of their own).  Rebuilding R' from
+strained real positions also gives the right virial: the offset η·S + d is not strained, which is
+DeePMD-kit's spin virial correction (its `coord_corr`).  Everything else here
 -- augment, strip, the overlap check, reading the record back -- is bookkeeping around that
 function over the `Dataset` of `cathodeml.io.dataset`; this module never touches files.
 
@@ -197,31 +199,63 @@ def with_virtual_atoms(positions, moments, host_index, eta, d, mode: str = "coll
 # ----------------------------------------------------------------------------- geometry checks
 
 
+def contact_distances(coords: np.ndarray, cells: np.ndarray, periodic: bool, n_real: int, host_index: np.ndarray,
+                      cutoff: float) -> np.ndarray:
+    """Nearest-image distance (Å) from each virtual atom to every atom, [nf, M, N + M]; inf where ≥ cutoff.
+
+    coords [nf, N + M, 3] Å with the M virtual atoms after the n_real real ones; cells [nf, 3, 3]
+    Å, rows are lattice vectors.  Exact for any triclinic cell and any cutoff: fractional
+    differences are wrapped to [-½, ½) and then every image n with |f + n|ᵢ < cutoff / wᵢ is
+    searched (wᵢ the cell's width perpendicular to face i), so cells thinner than the cutoff work
+    too.  Left out (inf): a virtual atom with itself, and with its own host without a lattice shift
+    (that distance is |η·S + d| by construction); the host's periodic images are kept.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    nf, m = coords.shape[0], coords.shape[1] - n_real
+    diff = coords[:, None, :, :] - coords[:, n_real:, None, :]  # [nf, M, A, 3]: r_b - r_a
+    if periodic:
+        cells = np.asarray(cells, dtype=np.float64)
+        volume = np.abs(np.linalg.det(cells))
+        if np.any(volume < 1e-9):
+            f = int(np.argmin(volume))
+            raise CathodemlError(f"frame {f} has a singular cell {cells[f].tolist()}; a molecule or cluster "
+                                 "needs its system marked non-periodic (nopbc)")
+        shape = diff.shape
+        frac = (diff.reshape(nf, -1, 3) @ np.linalg.inv(cells)).reshape(shape)
+        wrap = np.round(frac)
+        diff = ((frac - wrap).reshape(nf, -1, 3) @ cells).reshape(shape)
+        faces = np.cross(cells[:, [1, 2, 0]], cells[:, [2, 0, 1]])  # a_j × a_k for i = 0, 1, 2
+        widths = volume[:, None] / np.linalg.norm(faces, axis=-1)  # [nf, 3]
+        reach = np.floor(cutoff / widths.min(axis=0) + 0.5).astype(int)
+        ranges = [np.arange(-n, n + 1) for n in reach]
+        images = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
+        shifts = images.astype(np.float64) @ cells  # [nf, K, 3]
+        dist = np.linalg.norm(diff[:, :, :, None, :] + shifts[:, None, None, :, :], axis=-1)  # [nf, M, A, K]
+        # The unshifted host pair is image n = wrap; blank it where that image was searched.
+        sizes = 2 * reach + 1
+        for k, h in enumerate(np.asarray(host_index, dtype=np.int64)):
+            w = wrap[:, k, h].astype(int)  # [nf, 3]
+            inside = np.all(np.abs(w) <= reach, axis=-1)
+            idx = ((w[:, 0] + reach[0]) * sizes[1] + (w[:, 1] + reach[1])) * sizes[2] + (w[:, 2] + reach[2])
+            dist[np.flatnonzero(inside), k, h, idx[inside]] = np.inf
+        dist = dist.min(axis=-1)
+    else:
+        dist = np.linalg.norm(diff, axis=-1)
+        dist[:, np.arange(m), np.asarray(host_index, dtype=np.int64)] = np.inf
+    dist[:, np.arange(m), n_real + np.arange(m)] = np.inf
+    dist[dist >= cutoff] = np.inf
+    return dist
+
+
 def close_contacts(coords: np.ndarray, cell: np.ndarray, periodic: bool, n_real: int, host_index: np.ndarray,
                    cutoff: float) -> list[tuple[int, int, float]]:
-    """Pairs (virtual atom a, other atom b, distance Å) closer than `cutoff` Å, nearest first.
+    """Pairs (virtual atom a, other atom b, nearest-image distance Å) closer than `cutoff`, nearest first.
 
-    coords [N + M, 3] Å with the M virtual atoms after the n_real real ones; cell [3, 3] Å, rows
-    are lattice vectors (triclinic allowed; every periodic image is considered, so cells smaller
-    than the cutoff work too).  The direct pair of a virtual atom with its own host is left out
-    (that distance is |η·S + d| by construction); the host's periodic images are not.
+    One frame: coords [N + M, 3] Å, cell [3, 3] Å; see `contact_distances` for what is counted.
     """
-    import vesin
-
-    nl = vesin.NeighborList(cutoff=float(cutoff), full_list=False)
-    box = np.asarray(cell, dtype=np.float64) if periodic else np.zeros((3, 3))
-    i, j, shifts, dist = nl.compute(np.asarray(coords, dtype=np.float64), box, bool(periodic), "ijSd")
-    i, j = i.astype(np.int64), j.astype(np.int64)
-    host_of = {n_real + k: int(h) for k, h in enumerate(host_index)}
-    out = []
-    for a, b, s, r in zip(i, j, shifts, dist):
-        if a < n_real and b < n_real:
-            continue
-        va, other = (a, b) if a >= n_real else (b, a)
-        if not s.any() and host_of.get(va) == other:
-            continue
-        out.append((int(va), int(other), float(r)))
-    return sorted(out, key=lambda c: c[2])
+    dist = contact_distances(np.asarray(coords)[None], np.asarray(cell)[None], periodic, n_real, host_index, cutoff)[0]
+    k, b = np.nonzero(np.isfinite(dist))
+    return sorted(((int(n_real + kk), int(bb), float(dist[kk, bb])) for kk, bb in zip(k, b)), key=lambda c: c[2])
 
 
 def spin_states(values: np.ndarray, gap: float = STATE_GAP_MUB) -> list[dict]:
@@ -483,23 +517,33 @@ def _check_host_distance(system, shift, host, type_map, min_host_distance):
 
 
 def _check_contacts(system, coords, host, full_map, types_full, type_map, min_distance, progress):
-    n_real = system.n_atoms
-    for f in range(system.n_frames):
-        if host.size and min_distance > 0:
-            contacts = close_contacts(coords[f], system.cells[f], not system.nopbc, n_real, host, min_distance)
-            if contacts:
-                a, b, r = contacts[0]
-                ha = int(host[a - n_real])
-                other = (f"real atom {b} ({full_map[types_full[b]]})" if b < n_real else
-                         f"the virtual atom of atom {int(host[b - n_real])} ({full_map[types_full[b]]})")
-                if b == ha:
-                    other = f"a periodic image of its own host atom {b}"
-                raise CathodemlError(
-                    f"{_frame_label(system, f)}: the virtual atom of atom {ha} ({type_map[system.atom_types[ha]]}) "
-                    f"is {r:.3f} Å from {other} under periodic boundaries (< {min_distance:g} Å); "
-                    "lower --eta/--d for that element or lower --min-distance")
+    n_real, nf = system.n_atoms, system.n_frames
+    if host.size == 0 or min_distance <= 0:
         if progress is not None:
-            progress(1)
+            progress(nf)
+        return
+    # Chunks of frames keep the [frames, M, N + M, images, 3] arrays near 24 MB.
+    chunk = max(1, int(1e6 // (host.size * coords.shape[1] * 27)))
+    for start in range(0, nf, chunk):
+        stop = min(nf, start + chunk)
+        dist = contact_distances(coords[start:stop], system.cells[start:stop], not system.nopbc, n_real, host,
+                                 min_distance)
+        close = np.isfinite(dist)
+        if close.any():
+            f = int(np.flatnonzero(close.any(axis=(1, 2)))[0])
+            k, b = np.unravel_index(int(np.argmin(dist[f])), dist[f].shape)
+            ha, b = int(host[k]), int(b)
+            other = (f"real atom {b} ({full_map[types_full[b]]})" if b < n_real else
+                     f"the virtual atom of atom {int(host[b - n_real])} ({full_map[types_full[b]]})")
+            if b == ha:
+                other = f"a periodic image of its own host atom {b}"
+            where = "under periodic boundaries" if not system.nopbc else "(no periodic boundaries)"
+            raise CathodemlError(
+                f"{_frame_label(system, start + f)}: the virtual atom of atom {ha} ({type_map[system.atom_types[ha]]}) "
+                f"is {dist[f, k, b]:.3f} Å from {other} {where} (< {min_distance:g} Å); "
+                "lower --eta/--d for that element or lower --min-distance")
+        if progress is not None:
+            progress(stop - start)
 
 
 def _report(samples, settings, state_tolerance, n_virtual) -> AugmentReport:
