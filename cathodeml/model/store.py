@@ -1,0 +1,120 @@
+"""A trained model as one value (`Model`), and its round trips to model.h5 and DeePMD-kit `.dp`.
+
+The file formats live in cathodeml/io (modelfile.py, deepmd_dp.py) and know nothing about the
+physics; this module is the only place that turns their plain dicts into a `ModelConfig` and
+pytrees and back, checking shapes so that a damaged or mismatched file fails on load with a
+message instead of producing wrong energies later.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cathodeml.errors import InputFormatError
+from cathodeml.model.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Model:
+    """Everything needed to evaluate a model.
+
+    config   ModelConfig (static)
+    params   trainable weights {"embedding": [...], "fitting": [...]} (see potential.init_params)
+    stats    {"davg" [nt, Σsel, 4], "dstd" [nt, Σsel, 4] (1/Å), "type_bias" [nt] (eV)}
+    spin     SpinSettings.to_dict() of the augmented data it was trained on, or None
+    metadata free-form JSON-able dict (training settings, data provenance, ...)
+    """
+
+    config: ModelConfig
+    params: dict
+    stats: dict
+    spin: dict | None = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def type_map(self) -> tuple[str, ...]:
+        return self.config.type_map
+
+    def n_parameters(self) -> int:
+        """Number of trainable scalars (weights, biases, timesteps)."""
+        return int(sum(np.size(x) for x in _leaves(self.params)))
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            yield from _leaves(v)
+    else:
+        yield tree
+
+
+def check_shapes(config: ModelConfig, params: dict, stats: dict, source: str = "model") -> None:
+    """Raise InputFormatError unless params and stats have the shapes config implies."""
+    def fail(what):
+        raise InputFormatError(f"{source}: {what} does not match its config; the file is damaged or mixed up")
+
+    emb = params.get("embedding", [])
+    fit = params.get("fitting", [])
+    if len(emb) != config.n_embedding_nets:
+        fail(f"{len(emb)} embedding nets (expected {config.n_embedding_nets})")
+    if len(fit) != config.ntypes:
+        fail(f"{len(fit)} fitting nets (expected {config.ntypes})")
+    for net in emb:
+        widths = [1, *config.embedding_neurons]
+        if [tuple(np.shape(la["w"])) for la in net] != list(zip(widths[:-1], widths[1:])):
+            fail("embedding net layer shapes")
+    for net in fit:
+        widths = [config.dim_descriptor, *config.fitting_neurons, 1]
+        if [tuple(np.shape(la["w"])) for la in net] != list(zip(widths[:-1], widths[1:])):
+            fail("fitting net layer shapes")
+    for key in ("davg", "dstd"):
+        if np.shape(stats.get(key)) != (config.ntypes, config.nnei, 4):
+            fail(f"stats {key} shape {np.shape(stats.get(key))}")
+    if np.shape(stats.get("type_bias")) != (config.ntypes,):
+        fail("type_bias shape")
+
+
+def save_model(path: str | os.PathLike, model: Model) -> None:
+    """Write `model` to model.h5 (atomically)."""
+    from cathodeml.io.modelfile import write_model_file
+
+    write_model_file(path, config=model.config.to_dict(), params=model.params, stats=model.stats,
+                     spin=model.spin, metadata=model.metadata)
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Read a model.h5 written by `save_model`."""
+    from cathodeml.io.modelfile import read_model_file
+
+    raw = read_model_file(path)
+    config = ModelConfig.from_dict(raw["config"])
+    params, stats = raw["params"], raw["stats"]
+    check_shapes(config, params, stats, str(path))
+    return Model(config=config, params=params, stats=stats, spin=raw.get("spin"), metadata=raw.get("metadata") or {})
+
+
+def import_deepmd(path: str | os.PathLike) -> Model:
+    """Read a DeePMD-kit `.dp` se_e2_a energy model."""
+    from cathodeml.io.deepmd_dp import read_dp
+    from cathodeml.model.deepmd_format import from_deepmd
+
+    tree = read_dp(path)
+    config, params, stats = from_deepmd(tree)
+    check_shapes(config, params, stats, str(path))
+    meta = {"imported_from": str(path), "deepmd_version": tree.get("version"),
+            "model_def_script": tree.get("model_def_script")}
+    return Model(config=config, params=params, stats=stats, spin=None, metadata=meta)
+
+
+def export_deepmd(path: str | os.PathLike, model: Model) -> None:
+    """Write `model` as a DeePMD-kit `.dp` file (atomically); spin settings are not part of it."""
+    from cathodeml.io.deepmd_dp import write_dp
+    from cathodeml.model.deepmd_format import to_deepmd
+
+    write_dp(path, to_deepmd(model.config, model.params, model.stats))
