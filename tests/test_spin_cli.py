@@ -126,3 +126,16 @@ def test_frames_of_a_run_without_lorbit_are_refused_by_name(tmp_path):
     assert result.exit_code == 1
     assert "pmg_CuNi_ispin2_LORBIT0_notable_v6.3.2.OUTCAR.gz" in result.stderr and "LORBIT = 11" in result.stderr
     assert not (tmp_path / "spin.h5").exists()
+
+
+def test_fe_spin_states_that_eta_barely_separates_are_warned_about(feo, tmp_path):
+    # The relaxation visits Fe states near 0.57, 1.40, 1.85 and 3.04 μB; η = 0.05 Å/μB puts
+    # neighbouring ones 0.02–0.06 Å apart in virtual position, below the 0.1 Å tolerance.
+    _, data = feo
+    result = run("augment-spin", data, "-o", tmp_path / "spin.h5", "--magnetic", "Fe", "--eta", "0.05", "--d", "0.4", "--json")
+    assert result.exit_code == 0, result.output
+    warnings = json.loads(result.stdout)["warnings"]
+    assert len(warnings) == 3 and "spin states near 1.40 and 1.85 μB are only 0.023 Å apart" in warnings[1]
+    assert result.stderr.count("warning: Fe: spin states near") == 3
+    quiet = run("augment-spin", data, "-o", tmp_path / "spin.h5", "--magnetic", "Fe", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stdout == "" and "warning" not in quiet.stderr

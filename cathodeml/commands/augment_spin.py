@@ -1,9 +1,6 @@
 """Add virtual spin atoms (collinear DeePSPIN) to a dataset, or strip them off again.
 
-For each magnetic atom with moment S (μB) a virtual atom `<El>_spin` is placed at
-z' = z + η·S + d (collinear) or R' = R + η·S (vector), so DFT+U frames of one structure in
-different spin states become different geometries the potential can tell apart.  Energies and
-virials are unchanged; virtual atoms carry no force label (atom_pref = 0).
+Each magnetic atom with moment S (μB) gets a virtual atom <El>_spin at z' = z + η·S + d (collinear) or R' = R + η·S (vector), so DFT+U frames of one structure in different spin states become different geometries the potential can tell apart. Energies and virials stay as they are; virtual atoms carry no force label (atom_pref = 0). The physics lives in cathodeml.spin: this module only parses options, reports and writes, so the output is all-or-nothing.
 """
 
 from __future__ import annotations
@@ -94,7 +91,7 @@ def _per_element(text: str, option: str):
 def _finish(summary, warnings, quiet, as_json, render) -> None:
     err = Console(stderr=True)
     for w in warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
@@ -106,16 +103,16 @@ def _render(console: Console, summary: dict) -> None:
     console.print(f"{summary['input']} → {summary['output']}: {summary['n_virtual_atoms']} virtual atoms "
                   f"({s['mode']}) in {summary['n_systems']} systems, {summary['n_frames']} frames; "
                   f"type map {','.join(summary['type_map'])}", highlight=False)
-    table = Table("element", "virtual type", "η (Å/μB)", "d (Å)", "moments (μB)", "spin states (μB: count)",
-                  "|R'−R| (Å)", title="virtual spin atoms")
+    label = "S" if s["mode"] == "collinear" else "|S|"
+    table = Table("element", "η Å/μB", "d Å", f"{label} μB", "spin states μB (count)", "|R'−R| Å",
+                  title="virtual spin atoms")
     for el, e in summary["elements"].items():
         lo, hi = e["moment_range_muB"]
-        states = ", ".join(f"{st['center']:.2f}: {st['count']}" for st in e["spin_states"])
+        states = ", ".join(f"{st['center']:.2f} ({st['count']})" for st in e["spin_states"])
         dlo, dhi = e["displacement_range_A"]
-        table.add_row(el, e["virtual_type"], f"{e['eta_A_per_muB']:g}", f"{e['d_A']:g}", f"{lo:.2f} … {hi:.2f}",
-                      states, f"{dlo:.3f} … {dhi:.3f}")
+        table.add_row(f"{el} → {e['virtual_type']}", f"{e['eta_A_per_muB']:g}", f"{e['d_A']:g}",
+                      f"{lo:.2f}…{hi:.2f}", states, f"{dlo:.3f}…{dhi:.3f}")
     console.print(table)
-    label = "S" if s["mode"] == "collinear" else "|S|"
     for el, e in summary["elements"].items():
         h = e["moment_histogram"]
         bars = "  ".join(f"[{lo:g},{hi:g}):{n}" for lo, hi, n in zip(h["edges"][:-1], h["edges"][1:], h["counts"]) if n)
