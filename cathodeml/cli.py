@@ -76,6 +76,10 @@ def _register() -> None:
     from cathodeml.commands import analyze
 
     app.command("analyze", help=analyze.__doc__)(user_errors(analyze.analyze))
+    from cathodeml.commands import export, import_model
+
+    app.command("export", help=export.__doc__)(user_errors(export.export))
+    app.command("import", help=import_model.__doc__)(user_errors(import_model.import_model))
 
 
 _register()

@@ -18,6 +18,8 @@ def _describer(kind: str):
     if kind not in DESCRIBERS:
         if kind == "dataset":
             from cathodeml.commands.describe import describe_dataset as fn
+        elif kind == "model":
+            from cathodeml.commands.describe_model import describe_model as fn
         else:
             raise CathodemlError(f"no describer for files of kind {kind!r}")
         DESCRIBERS[kind] = fn

@@ -45,8 +45,8 @@ class Model:
 
 def _leaves(tree):
     if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _leaves(v)
+        for k in sorted(tree):
+            yield from _leaves(tree[k])
     elif isinstance(tree, (list, tuple)):
         for v in tree:
             yield from _leaves(v)
@@ -118,3 +118,11 @@ def export_deepmd(path: str | os.PathLike, model: Model) -> None:
     from cathodeml.model.deepmd_format import to_deepmd
 
     write_dp(path, to_deepmd(model.config, model.params, model.stats))
+
+
+def parameters_identical(a: Model, b: Model) -> bool:
+    """True when two models have the same config and bit-identical params and stats."""
+    if a.config != b.config:
+        return False
+    la, lb = list(_leaves(a.params)) + list(_leaves(a.stats)), list(_leaves(b.params)) + list(_leaves(b.stats))
+    return len(la) == len(lb) and all(np.shape(x) == np.shape(y) and np.array_equal(x, y) for x, y in zip(la, lb))

@@ -1,0 +1,44 @@
+"""Export a cathodeml model.h5 as a DeePMD-kit `.dp` file (runs in `dp test`, DeepPot, LAMMPS pair_style deepmd
+after `dp convert-backend model.dp model.pth`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cathodeml.errors import CathodemlError
+from cathodeml.model.store import export_deepmd, import_deepmd, load_model, parameters_identical
+
+
+def export(
+    model_path: Path = typer.Argument(..., help="model.h5 written by `cathodeml train` or `cathodeml import`."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .dp file to write."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing on success."),
+) -> None:
+    """Export model.h5 as a DeePMD-kit .dp model (se_e2_a + ener); checks the written file reads back identical."""
+    if output.suffix != ".dp":
+        raise CathodemlError(f"{output}: the output must end in .dp (DeePMD-kit picks the backend by suffix)")
+    if not model_path.exists():
+        raise CathodemlError(f"{model_path}: no such file")
+    model = load_model(model_path)
+    export_deepmd(output, model)
+    identical = parameters_identical(model, import_deepmd(output))
+    summary = {"model": str(model_path), "output": str(output), "type_map": list(model.type_map),
+               "n_parameters": model.n_parameters(), "round_trip_identical": identical,
+               "dropped": ["spin settings"] if model.spin else []}
+    if not identical:
+        raise CathodemlError(f"{output}: the written file does not read back identical (please report this bug)")
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        table = Table("model", "DeePMD-kit file", "types", "parameters", "read-back")
+        table.add_row(str(model_path), str(output), ",".join(model.type_map), f"{model.n_parameters():,}", "identical")
+        Console().print(table)
+        if model.spin:
+            Console(stderr=True).print("note: the .dp file holds the network only; DeePMD-kit sees the virtual spin "
+                                       "atoms as ordinary types (pass their positions yourself)")

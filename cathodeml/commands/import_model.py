@@ -1,0 +1,48 @@
+"""Import a DeePMD-kit `.dp` se_e2_a energy model as a cathodeml model.h5 (`dp convert-backend x.pth x.dp`
+makes a .dp from a PyTorch or TensorFlow model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cathodeml.errors import CathodemlError
+from cathodeml.model.store import import_deepmd, load_model, parameters_identical, save_model
+
+
+def import_model(
+    dp_path: Path = typer.Argument(..., help="DeePMD-kit .dp model (se_e2_a descriptor, ener fitting)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The model.h5 to write."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing on success."),
+) -> None:
+    """Import a DeePMD-kit .dp se_e2_a energy model as model.h5 (usable by test and md)."""
+    if not dp_path.exists():
+        raise CathodemlError(f"{dp_path}: no such file")
+    if dp_path.suffix in (".pth", ".pb"):
+        raise CathodemlError(f"{dp_path}: convert it first with `dp convert-backend {dp_path} "
+                             f"{dp_path.with_suffix('.dp')}`, then import the .dp file")
+    model = import_deepmd(dp_path)
+    save_model(output, model)
+    identical = parameters_identical(model, load_model(output))
+    if not identical:
+        raise CathodemlError(f"{output}: the written file does not read back identical (please report this bug)")
+    c = model.config
+    summary = {"input": str(dp_path), "output": str(output), "type_map": list(c.type_map), "rcut": c.rcut,
+               "sel": list(c.sel), "embedding_neurons": list(c.embedding_neurons),
+               "fitting_neurons": list(c.fitting_neurons), "type_one_side": c.type_one_side,
+               "n_parameters": model.n_parameters(), "round_trip_identical": identical}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        table = Table("setting", "value", title=f"{dp_path} → {output}")
+        for key, value in (("types", ",".join(c.type_map)), ("rcut_smth → rcut", f"{c.rcut_smth:g} → {c.rcut:g} Å"),
+                           ("sel", ",".join(map(str, c.sel))), ("embedding", "-".join(map(str, c.embedding_neurons))),
+                           ("type_one_side", str(c.type_one_side)), ("fitting", "-".join(map(str, c.fitting_neurons))),
+                           ("parameters", f"{model.n_parameters():,}"), ("read-back", "identical")):
+            table.add_row(key, value)
+        Console().print(table)
