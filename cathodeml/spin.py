@@ -19,8 +19,8 @@ Augmented layout (a normal deepmd/hdf5 dataset, so dpdata and `dp` read it): in 
 virtual atoms follow the real ones, ordered by host index, with types `<El>_spin` appended to the
 type map (real types keep their indices); `frame_data["atom_pref"]` [nf, na] is 1 for real atoms
 and 0 for virtual ones (DeePMD-kit's per-atom force weight, used here as the force-label mask);
-virtual atoms get zero force labels and zero-padded per-atom arrays; energies and virials are
-unchanged.  `system.attrs["spin"]` records n_real, host_index, the moment source, the padded
+virtual atoms get zero force labels, zeros in spin/force_mag and NaN in the other float per-atom
+arrays (magmom, ...: a virtual atom has no moment of its own); energies and virials are unchanged.  `system.attrs["spin"]` records n_real, host_index, the moment source, the padded
 arrays and the settings, and `dataset.attrs["spin"]` the settings and the real type map, so
 `strip_dataset` restores the input exactly and `read_spin_layout` gives train/md what they need.
 """
@@ -42,6 +42,9 @@ VIRTUAL_SUFFIX = "_spin"
 # than this (μB); used only for the report and the "states too close" warning.
 STATE_GAP_MUB = 0.3
 _Z = np.array([0.0, 0.0, 1.0])
+# Per-atom arrays DeePMD-kit reads, padded with zeros for virtual atoms (its convention); other
+# float per-atom arrays (magmom, ...) get NaN there, cathodeml's "not applicable".
+_ZERO_PADDED = {"spin", "force_mag", "atom_pref"}
 
 
 def virtual_type_name(element: str) -> str:
@@ -438,7 +441,8 @@ def _augment_system(system, type_map, full_map, settings, min_distance, min_host
     for key, value in system.frame_data.items():
         value = np.asarray(value)
         if value.ndim >= 2 and value.shape[1] == n_real:
-            pad = np.zeros((nf, m) + value.shape[2:], dtype=value.dtype)
+            fill = np.nan if value.dtype.kind == "f" and key not in _ZERO_PADDED else 0
+            pad = np.full((nf, m) + value.shape[2:], fill, dtype=value.dtype)
             frame_data[key] = np.concatenate([value, pad], axis=1)
             padded.append(key)
         else:

@@ -81,6 +81,9 @@ def test_collinear_virtual_atom_sits_eta_s_plus_d_above_its_host_along_z():
     np.testing.assert_array_equal(s.forces[:, :6], system.forces)
     np.testing.assert_array_equal(s.forces[:, 6:], 0.0)
     np.testing.assert_array_equal(s.frame_data["atom_pref"], np.repeat([[1, 1, 1, 1, 1, 1, 0, 0]], 3, axis=0))
+    # A virtual atom has no moment of its own: NaN in magmom, zeros in DeePMD-kit's spin array.
+    assert np.isnan(s.frame_data["magmom"][:, 6:]).all() and not s.frame_data["spin"][:, 6:].any()
+    np.testing.assert_array_equal(s.frame_data["magmom"][:, :6], system.frame_data["magmom"])
     assert report.elements["Ni"]["displacement_range_A"] == pytest.approx([0.07, 1.13])  # frame 2: 0.3·(-0.9) + 0.2
     assert report.n_virtual == 2
 
