@@ -134,8 +134,13 @@ class SpinSettings:
 
 
 def augmented_type_map(type_map: Sequence[str], settings: SpinSettings) -> list[str]:
-    """`type_map` followed by one `<El>_spin` type per magnetic element, in type-map order."""
-    return list(type_map) + [virtual_type_name(el) for el in type_map if el in settings.elements]
+    """`type_map` followed by one `<El>_spin` type per magnetic element, in type-map order.
+
+    Idempotent: types already present (a model's or an augmented file's map) are not repeated,
+    so `virtual_sites` can index a map that has the virtual types in any position.
+    """
+    extra = [virtual_type_name(el) for el in type_map if el in settings.elements]
+    return list(type_map) + [v for v in extra if v not in type_map]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +156,10 @@ class VirtualSites:
 def virtual_sites(atom_types: np.ndarray, type_map: Sequence[str], settings: SpinSettings) -> VirtualSites:
     """Which atoms of a structure get a virtual atom, and with which type, η and d.
 
-    `atom_types` index the real `type_map`; returned `types` index `augmented_type_map(type_map,
-    settings)`.  Hosts are all atoms whose element is magnetic, in increasing index order.
+    `atom_types` [N] are the real atoms' indices into `type_map`, which may be the real map or one
+    that already holds the `<El>_spin` types (a model's); the returned `types` index
+    `augmented_type_map(type_map, settings)` (the same list in the second case).  Hosts are all
+    atoms whose element is magnetic, in increasing index order.
     """
     full = augmented_type_map(type_map, settings)
     atom_types = np.asarray(atom_types)
@@ -343,10 +350,10 @@ def read_spin_layout(system: System, type_map: Sequence[str]) -> SpinLayout | No
     settings = SpinSettings.from_dict(rec["settings"])
     n_real = int(rec["n_real"])
     host = np.asarray(rec["host_index"], dtype=np.int64)
-    real_map = [t for t in type_map if not (t.endswith(VIRTUAL_SUFFIX) and t[: -len(VIRTUAL_SUFFIX)] in settings.elements)]
-    sites = virtual_sites(system.atom_types[:n_real], real_map, settings)
-    if (system.n_atoms != n_real + host.size or not np.array_equal(sites.host_index, host)
-            or not np.array_equal(system.atom_types[n_real:], sites.types)):
+    type_map = list(type_map)
+    sites = virtual_sites(system.atom_types[:n_real], type_map, settings)
+    if (augmented_type_map(type_map, settings) != type_map or system.n_atoms != n_real + host.size
+            or not np.array_equal(sites.host_index, host) or not np.array_equal(system.atom_types[n_real:], sites.types)):
         raise InputFormatError(f"system {system.name}: the virtual spin atoms do not match their record "
                                "(edited file?); re-run augment-spin on the original data")
     moments = _host_moments(system.frame_data, host, settings.mode, rec["moment_source"], system.n_frames)

@@ -2,6 +2,7 @@
 gradient inside jitted JAX code, overlap detection under periodic boundaries, the exact strip
 round trip, and a file that dpdata reads."""
 
+import dataclasses
 import json
 
 import dpdata
@@ -12,7 +13,7 @@ import pytest
 
 from cathodeml import enable_float64
 from cathodeml.errors import CathodemlError
-from cathodeml.io.dataset import Dataset, System, read_dataset, write_dataset
+from cathodeml.io.dataset import Dataset, System, read_dataset, remap_types, write_dataset
 from cathodeml.spin import (
     SpinSettings,
     augment_dataset,
@@ -255,6 +256,15 @@ def test_spin_layout_read_back_rebuilds_the_stored_virtual_positions(tmp_path):
     rebuilt = with_virtual_atoms(s.coords[:, :6], layout.moments, layout.host_index, layout.eta, layout.d, layout.mode)
     np.testing.assert_array_equal(rebuilt, s.coords)
     assert SpinSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    # A merged file may list the virtual types anywhere (here first); the layout follows the names.
+    shuffled = ["Ni_spin", "O", "Li_spin", "Li", "Ni"]
+    moved = dataclasses.replace(s, atom_types=remap_types(s.atom_types, back.type_map, shuffled))
+    layout2 = read_spin_layout(moved, shuffled)
+    np.testing.assert_array_equal(layout2.types, [2, 0, 0])
+    np.testing.assert_array_equal(layout2.host_index, layout.host_index)
+    np.testing.assert_array_equal(layout2.eta, layout.eta)
+    with pytest.raises(CathodemlError, match="do not match their record"):
+        read_spin_layout(dataclasses.replace(s, atom_types=s.atom_types[[0, 1, 2, 3, 4, 5, 4, 4, 3]]), back.type_map)
 
 
 def test_frames_without_moments_are_rejected_naming_frame_source_and_lorbit():
