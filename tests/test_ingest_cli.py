@@ -120,7 +120,7 @@ def test_append_skips_a_source_already_ingested_even_when_recompressed(data_dir,
 def test_unconverged_steps_are_skipped_with_a_count_or_kept_on_request(data_dir, tmp_path):
     r = ingest(src(data_dir, CH4), "-o", tmp_path / "a.h5", "--json")
     summary = json.loads(r.stdout)
-    assert summary["frames"] == {"read": 3, "kept": 1, "skipped_unconverged": 2, "unconverged_kept": 0, "incomplete_dropped": 0}
+    assert summary["frames"] == {"read": 3, "kept": 1, "skipped_unconverged": 2, "unconverged_kept": 0, "incomplete_dropped": 0, "malformed_dropped": 0}
     r = ingest(src(data_dir, CH4), "-o", tmp_path / "b.h5", "--keep-unconverged", "--quiet")
     assert r.exit_code == 0 and r.output == ""
     s = read_dataset(tmp_path / "b.h5").systems[0]

@@ -184,6 +184,19 @@ def test_a_run_cut_inside_a_step_keeps_the_complete_steps(data_dir):
     assert any("incomplete" in note for note in cut.notes)
 
 
+def test_a_step_with_an_overflowed_force_table_is_dropped_and_named(data_dir):
+    # Fortran prints asterisks when a number overflows its field: that step cannot be trusted.
+    text = gzip.decompress(outcar(data_dir, "FeO").read_bytes())
+    full = parse_outcar(text)
+    tables = [m.end() for m in re.finditer(rb"TOTAL-FORCE \(eV/Angst\)", text)]
+    row = text.find(b"\n", text.find(b"\n", tables[9]) + 1) + 1  # first atom row of step 10
+    broken = text[:row] + re.sub(rb"-?\d+\.\d+\s*$", b"**********", text[row:text.find(b"\n", row)]) + text[text.find(b"\n", row):]
+    run = parse_outcar(broken)
+    assert run.n_frames == full.n_frames - 1 and run.n_malformed == 1 and run.n_incomplete == 0
+    assert 10 not in run.ionic_step and any("steps 10" in n for n in run.notes)
+    np.testing.assert_array_equal(run.forces, np.delete(full.forces, 9, axis=0))
+
+
 def test_fused_numbers_in_tables_are_split_correctly(data_dir):
     # Fortran fixed-width output glues negative numbers together ("-1.5-2.5") when they are wide.
     text = gzip.decompress(outcar(data_dir, "LiNi2O4").read_bytes())

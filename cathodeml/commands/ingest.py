@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -152,25 +153,33 @@ def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, consol
             runs[path] = run
         progress.update(task, advance=sizes[path], done=len(runs) + len(failed))
 
-    with progress:
-        task = progress.add_task("ingest", total=sum(sizes.values()), done=0, n=len(files))
-        if jobs == 1 or len(files) == 1:
-            for f in files:
-                take(str(f), _read_one(str(f), energy))
-        else:
-            ctx = multiprocessing.get_context("forkserver")  # no fork of a threaded parent (rich's refresh thread)
-            ctx.set_forkserver_preload(["cathodeml.commands.ingest"])  # workers start with the parser imported
-            pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx, initializer=_worker_init)
-            try:
-                pending = {pool.submit(_read_one, str(f), energy): str(f) for f in files}
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        take(pending.pop(fut), fut.result())
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
+    pool, pending = None, {}
+    if jobs > 1 and len(files) > 1:
+        # Fork is cheapest (workers inherit the imported parser) but only safe while this process
+        # has a single thread, so the pool starts before rich's refresh thread; else forkserver.
+        single = threading.active_count() == 1
+        ctx = multiprocessing.get_context("fork" if single else "forkserver")
+        if not single:
+            ctx.set_forkserver_preload(["cathodeml.commands.ingest"])
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx, initializer=_worker_init)
+    try:
+        if pool is not None:
+            pending = {pool.submit(_read_one, str(f), energy): str(f) for f in files}
+        with progress:
+            task = progress.add_task("ingest", total=sum(sizes.values()), done=0, n=len(files))
+            if pool is None:
+                for f in files:
+                    take(str(f), _read_one(str(f), energy))
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    take(pending.pop(fut), fut.result())
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    if pool is not None:
+        pool.shutdown()
     return [runs[str(f)] for f in files if str(f) in runs], failed
 
 
@@ -185,7 +194,8 @@ def _summary(output, files, stats, duplicates, failed, dataset, groups, energy) 
         "frames": {"read": sum(s["frames_read"] for s in stats), "kept": kept,
                    "skipped_unconverged": sum(s["unconverged_skipped"] for s in stats),
                    "unconverged_kept": sum(s["unconverged"] - s["unconverged_skipped"] for s in stats),
-                   "incomplete_dropped": sum(s["incomplete"] for s in stats)},
+                   "incomplete_dropped": sum(s["incomplete"] for s in stats),
+                   "malformed_dropped": sum(s["malformed"] for s in stats)},
         "systems": [{"name": g, "frames": s.n_frames, "atoms": s.n_atoms} for g, s in zip(groups, dataset.systems)],
         "type_map": dataset.type_map,
         "elements": elements,
@@ -204,7 +214,8 @@ def _render(console: Console, summary: dict) -> None:
                   + (f", {f['duplicates_skipped']} already ingested (same sha256)" if f["duplicates_skipped"] else "")
                   + (f", {f['failed']} failed" if f["failed"] else ""))
     table.add_row("frames kept", str(fr["kept"]) + (f" (incl. {fr['unconverged_kept']} unconverged)" if fr["unconverged_kept"] else ""))
-    table.add_row("frames skipped", f"{fr['skipped_unconverged']} SCF hit NELM, {fr['incomplete_dropped']} incomplete (cut-off run)")
+    table.add_row("frames skipped", f"{fr['skipped_unconverged']} SCF hit NELM, {fr['incomplete_dropped']} incomplete (cut-off run)"
+                  + (f", {fr['malformed_dropped']} unreadable" if fr["malformed_dropped"] else ""))
     table.add_row("systems", ", ".join(f"{s['name']} ({s['frames']})" for s in summary["systems"]) or "-")
     table.add_row("elements", ",".join(summary["elements"]) or "-")
     table.add_row("type map", ",".join(summary["type_map"]))

@@ -70,7 +70,9 @@ class OutcarRun:
     NaN where missing or not printed); spin [nf,na,3] μB moment vectors (collinear: (0,0,m);
     zeros where missing); has_moments [nf]; total_magnetization [nf] μB (z for non-collinear,
     0 for ISPIN=1, NaN where not printed); scf_converged [nf]; ionic_step [nf] (1-based);
-    initial_magmom [na] μB (NaN when not echoed).  `notes` are human-readable warnings.
+    initial_magmom [na] μB (NaN when not echoed).  `n_incomplete` counts a step the run was cut
+    off in, `n_malformed` finished steps whose tables could not be read (both dropped); `notes`
+    are human-readable warnings.
     """
 
     path: str
@@ -99,6 +101,7 @@ class OutcarRun:
     ionic_step: np.ndarray
     finished: bool
     n_incomplete: int
+    n_malformed: int = 0
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -232,13 +235,16 @@ def parse_outcar(text: bytes, *, source: str = "<text>", energy: str = "free") -
     frames = []
     start = 0
     last_cell = info["initial_cell"]
-    n_incomplete = 0
+    n_incomplete, malformed = 0, []
     for k, end in enumerate(ends):
         frame = _parse_step(text, start, end, na, info, energy, last_cell)
         line_end = text.find(b"\n", end)
         start = len(text) if line_end < 0 else line_end + 1
         if frame is None:
-            n_incomplete += 1
+            if k == len(ends) - 1 and b"General timing and accounting" not in text[start:]:
+                n_incomplete += 1  # the run was cut off inside its last step
+            else:
+                malformed.append(k + 1)
             continue
         frame["ionic_step"] = k + 1
         last_cell = frame["cell"]
@@ -254,6 +260,9 @@ def parse_outcar(text: bytes, *, source: str = "<text>", energy: str = "free") -
         raise InputFormatError(f"{source}: no complete ionic step (the run stopped before the first one ended)")
     if n_incomplete:
         notes.append(f"{n_incomplete} incomplete ionic step(s) dropped (the run was cut off)")
+    if malformed:
+        shown = ", ".join(map(str, malformed[:10])) + (" ..." if len(malformed) > 10 else "")
+        notes.append(f"{len(malformed)} ionic step(s) with unreadable tables dropped (steps {shown})")
     if not finished:
         notes.append("run unfinished (no timing footer); complete steps kept")
 
@@ -311,6 +320,7 @@ def parse_outcar(text: bytes, *, source: str = "<text>", energy: str = "free") -
         ionic_step=np.array([f["ionic_step"] for f in frames], dtype=np.int64),
         finished=finished,
         n_incomplete=n_incomplete,
+        n_malformed=len(malformed),
         notes=notes,
     )
 
@@ -606,7 +616,7 @@ def runs_to_dataset(runs: list[OutcarRun], *, type_map: list[str] | None = None,
         stats.append({
             "path": run.path, "sha256": run.sha256, "frames_read": run.n_frames, "frames_kept": int(keep.sum()),
             "unconverged": n_unconv, "unconverged_skipped": 0 if keep_unconverged else n_unconv,
-            "incomplete": run.n_incomplete, "finished": run.finished, "species": sorted(set(run.species)),
+            "incomplete": run.n_incomplete, "malformed": run.n_malformed, "finished": run.finished, "species": sorted(set(run.species)),
             "ispin": run.ispin, "noncollinear": run.noncollinear, "has_moments": bool(run.has_moments.any()),
             "notes": list(run.notes),
         })
