@@ -41,6 +41,8 @@ VIRTUAL_SUFFIX = "_spin"
 # Moments of one element split into separate spin states wherever the sorted values jump by more
 # than this (μB); used only for the report and the "states too close" warning.
 STATE_GAP_MUB = 0.3
+# Collinear mode on moment vectors warns when their x, y parts exceed this (μB).
+TRANSVERSE_TOLERANCE_MUB = 0.1
 _Z = np.array([0.0, 0.0, 1.0])
 # Per-atom arrays DeePMD-kit reads, padded with zeros for virtual atoms (its convention); other
 # float per-atom arrays (magmom, ...) get NaN there, cathodeml's "not applicable".
@@ -383,7 +385,14 @@ def augment_dataset(dataset: Dataset, settings: SpinSettings, *, min_distance: f
                              f"{','.join(t for t in dataset.type_map if t in present)}); fix --magnetic")
     full_map = augmented_type_map(dataset.type_map, settings)
     systems, samples = [], {el: {"moments": [], "shift": []} for el in settings.elements}
+    transverse = {}  # element → largest |S_xy| (μB) dropped by collinear mode
     for system in dataset.systems:
+        if settings.mode == "collinear" and "magmom" not in system.frame_data and "spin" in system.frame_data:
+            sxy = np.linalg.norm(np.asarray(system.frame_data["spin"], dtype=float)[..., :2], axis=-1)
+            for t in np.unique(system.atom_types):
+                el = dataset.type_map[t]
+                if el in settings.elements:
+                    transverse[el] = max(transverse.get(el, 0.0), float(np.nanmax(sxy[:, system.atom_types == t])))
         new, moments, shifts = _augment_system(system, dataset.type_map, full_map, settings,
                                                min_distance, min_host_distance, progress)
         systems.append(new)
@@ -392,6 +401,10 @@ def augment_dataset(dataset: Dataset, settings: SpinSettings, *, min_distance: f
             samples[el]["moments"].append(moments[:, k])
             samples[el]["shift"].append(shifts[:, k])
     report = _report(samples, settings, state_tolerance, sum(s.n_atoms - s.attrs["spin"]["n_real"] for s in systems))
+    for el, sxy in transverse.items():
+        if sxy > TRANSVERSE_TOLERANCE_MUB:
+            report.warnings.append(f"{el}: collinear mode uses only the z component of the moment vectors, but they "
+                                   f"have transverse parts up to {sxy:.2f} μB; use --mode vector for non-collinear data")
     attrs = {**dataset.attrs, "spin": {"settings": settings.to_dict(), "real_type_map": list(dataset.type_map)}}
     return Dataset(full_map, systems, attrs), report
 

@@ -115,6 +115,9 @@ def test_vector_mode_on_nio_places_virtual_atoms_at_deepmd_virtual_scale_times_s
     # |R' - R| = virtual_scale · |S| with |S| ≈ 1.27 μB for every Ni of the set.
     assert report.elements["Ni"]["displacement_range_A"][0] == pytest.approx(scale * 1.2732, abs=1e-3)
     assert len(report.elements["Ni"]["spin_states"]) == 1 and not report.warnings
+    # Collinear mode would keep only S_z of these tilted moments (|S_xy| up to 1.27 μB): it says so.
+    _, report = augment_dataset(ds, SpinSettings.create(["Ni"], eta=0.3, d=0.5))
+    assert len(report.warnings) == 1 and "transverse parts up to 1.27 μB" in report.warnings[0] and "--mode vector" in report.warnings[0]
 
 
 @pytest.mark.parametrize("mode", ["collinear", "vector"])
