@@ -46,8 +46,9 @@ def augment_spin(
                    "n_systems": len(stripped.systems), "n_frames": stripped.n_frames, "type_map": stripped.type_map,
                    "virtual_atoms_removed": sum(a.n_atoms - b.n_atoms for a, b in zip(dataset.systems, stripped.systems))}
         _finish(summary, [], quiet, as_json, lambda c: c.print(
-            f"stripped {summary['virtual_atoms_removed']} virtual atoms from {summary['n_systems']} systems "
-            f"({summary['n_frames']} frames) → {output}"))
+            f"stripped {_plural(summary['virtual_atoms_removed'], 'virtual atom')} from "
+            f"{_plural(summary['n_systems'], 'system')} ({_plural(summary['n_frames'], 'frame')}) → {output}",
+            highlight=False))
         return
 
     settings = _settings(magnetic, eta, d, mode, dataset.type_map)
@@ -88,6 +89,10 @@ def _per_element(text: str, option: str):
         raise CathodemlError(f"{option} {text!r}: give a number or Element=number pairs, e.g. {option} Ni=0.3,Mn=0.4") from None
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _finish(summary, warnings, quiet, as_json, render) -> None:
     err = Console(stderr=True)
     for w in warnings:
@@ -101,7 +106,7 @@ def _finish(summary, warnings, quiet, as_json, render) -> None:
 def _render(console: Console, summary: dict) -> None:
     s = summary["settings"]
     console.print(f"{summary['input']} → {summary['output']}: {summary['n_virtual_atoms']} virtual atoms "
-                  f"({s['mode']}) in {summary['n_systems']} systems, {summary['n_frames']} frames; "
+                  f"({s['mode']}) in {_plural(summary['n_systems'], 'system')}, {_plural(summary['n_frames'], 'frame')}; "
                   f"type map {','.join(summary['type_map'])}", highlight=False)
     label = "S" if s["mode"] == "collinear" else "|S|"
     table = Table("element", "η Å/μB", "d Å", f"{label} μB", "spin states μB (count)", "|R'−R| Å",
