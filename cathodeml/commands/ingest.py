@@ -1,4 +1,11 @@
-"""Read VASP OUTCARs (with their magnetic moments) into a deepmd/hdf5 dataset."""
+"""Read VASP OUTCARs (with their magnetic moments) into a deepmd/hdf5 dataset.
+
+Every complete ionic step becomes a frame (cell, positions, TOTEN or E(sigma→0), forces, virial,
+per-atom moments, SCF flag, provenance).  Files are parsed in worker processes and written once,
+at the end, through a temporary file: a bad file, a type-map clash or Ctrl-C leaves the previous
+output exactly as it was.  Sources are identified by the sha256 of their text, so --append never
+ingests the same run twice, even from a recompressed copy.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from cathodeml.errors import CathodemlError, TypeMapError
 
 
 def ingest(
-    paths: list[str] = typer.Argument(..., help="OUTCAR files (plain, .gz, .bz2, .xz), directories (searched for OUTCAR*) or globs."),
+    paths: list[str] = typer.Argument(..., help="OUTCAR files (plain, .gz, .bz2, .xz), directories (searched recursively for files whose name contains OUTCAR) or quoted globs."),
     output: Path = typer.Option(..., "-o", "--output", help="Dataset file to write (deepmd/hdf5 layout)."),
     type_map: str = typer.Option(None, "--type-map", help="Comma-separated species order, e.g. Li,Ni,Co,Mn,O."),
     append: bool = typer.Option(False, "--append", help="Add to an existing file; sources already in it (same sha256) are skipped."),
