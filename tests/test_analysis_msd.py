@@ -107,3 +107,26 @@ def test_framework_centre_of_mass_follows_a_rigid_drift():
     masses = rng.uniform(1, 100, size=30)
     com = msd.framework_drift(frame[None] + drift[:, None], masses)
     np.testing.assert_allclose(com - com[0], drift, atol=1e-12)
+
+
+def test_error_bars_of_d_self_and_d_sigma_cover_the_truth_for_random_walkers(tmp_path):
+    from analysis_synth import write_h5md
+    from cathodeml.analysis.pipeline import AnalysisSettings, analyze_trajectory, parse_fit_window
+    from cathodeml.io.trajectory import open_trajectory
+
+    rng = np.random.default_rng(11)
+    cell = np.diag([20.0, 20.0, 20.0])
+    dt, sigma = 10.0, 0.08
+    d_true = sigma**2 / (2 * dt) * 0.1  # cm²/s, independent walkers: D_σ = D_self
+    settings = AnalysisSettings(fit_window=parse_fit_window("500fs:T/2"), blocks=4)
+    covered_self = covered_sigma = 0
+    runs = 30
+    for k in range(runs):
+        x = gaussian_walk(rng, 400, 64, sigma, start=rng.random((64, 3)) * 20.0)
+        write_h5md(tmp_path / "w.h5", x, cell, ["Li"] * 64, ["Li"], dt_fs=dt, temperature_K=300.0)
+        with open_trajectory(tmp_path / "w.h5") as traj:
+            r = analyze_trajectory(traj, settings)
+        covered_self += abs(r.D_self.value - d_true) <= 1.96 * r.D_self.err
+        covered_sigma += abs(r.D_sigma.value - d_true) <= 1.96 * r.D_sigma.err
+    # nominal 95%; demand at least 80% of 30 (a binomial 95% process falls below 24/30 with p < 0.1%)
+    assert covered_self >= 24 and covered_sigma >= 24

@@ -69,6 +69,26 @@ def framework_drift(unwrapped: np.ndarray, masses: np.ndarray) -> np.ndarray:
     return np.einsum("fmi,m->fi", unwrapped, masses) / masses.sum()
 
 
+def _per_particle_msd(x: np.ndarray, atoms_per_block: int):
+    """Yield (slice, MSD [T, n_block, d] Å²) per block of particles; see `msd_fft`."""
+    T, N, d = x.shape
+    n_fft = scipy.fft.next_fast_len(2 * T, real=True)
+    counts = (T - np.arange(T))[:, None, None]
+    for lo in range(0, N, atoms_per_block):
+        block = np.asarray(x[:, lo:lo + atoms_per_block, :], dtype=np.float64)
+        block = block - block.mean(axis=0, keepdims=True)
+        # S2: autocorrelation Σ_t x(t) x(t+m), via |FFT|² of the zero-padded series.
+        spectrum = scipy.fft.rfft(block, n=n_fft, axis=0)
+        s2 = scipy.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=n_fft, axis=0)[:T]
+        # S1: Σ_t x(t)² + x(t+m)² over valid origins, by removing one end point per extra lag.
+        sq = block**2
+        removed = np.zeros_like(block)
+        removed[1:] = np.cumsum(sq[:-1] + sq[::-1][:-1], axis=0)
+        out = (2.0 * sq.sum(axis=0) - removed - 2.0 * s2) / counts
+        out[0] = 0.0
+        yield slice(lo, lo + block.shape[1]), out
+
+
 def msd_fft(x: np.ndarray, *, atoms_per_block: int = 256) -> np.ndarray:
     """Mean-squared displacement over all time origins, per axis, summed over particles.
 
@@ -76,28 +96,25 @@ def msd_fft(x: np.ndarray, *, atoms_per_block: int = 256) -> np.ndarray:
     Returns [T, d] Å²: for lag m and axis a, Σ_i (1/(T−m)) Σ_t (x_ia(t+m) − x_ia(t))².  Divide
     by N for the per-particle (self) MSD.  Float64 throughout.
     """
-    x = np.asarray(x, dtype=np.float64)
     T, N, d = x.shape
     out = np.zeros((T, d))
-    if T == 0:
-        return out
-    n_fft = scipy.fft.next_fast_len(2 * T, real=True)
-    counts = (T - np.arange(T))[:, None]
-    for lo in range(0, N, atoms_per_block):
-        block = x[:, lo:lo + atoms_per_block, :]
-        block = block - block.mean(axis=0, keepdims=True)
-        # S2: autocorrelation Σ_t x(t) x(t+m), via |FFT|² of the zero-padded series.
-        spectrum = scipy.fft.rfft(block, n=n_fft, axis=0)
-        s2 = scipy.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=n_fft, axis=0)[:T].sum(axis=1)
-        # S1: Σ_t x(t)² + x(t+m)² over valid origins, by removing one end point per extra lag.
-        sq = (block**2).sum(axis=1)  # [T, d]
-        total = 2.0 * sq.sum(axis=0)
-        removed = np.zeros((T, d))
-        removed[1:] = np.cumsum(sq[:-1] + sq[::-1][:-1], axis=0)
-        s1 = total - removed
-        out += (s1 - 2.0 * s2) / counts
-    out[0] = 0.0
+    for _, block in _per_particle_msd(x, atoms_per_block):
+        out += block.sum(axis=1)
     return out
+
+
+def per_particle_slopes(x: np.ndarray, time_fs: np.ndarray, window: tuple[float, float], *,
+                        atoms_per_block: int = 256) -> np.ndarray:
+    """Slope (Å²/fs) of each particle's own MSD per axis by least squares over the window (fs):
+    [N, d].  Their scatter measures how precisely one trajectory of one particle fixes D over
+    this window, which sets the error bars of D_self and D_σ."""
+    sel = (time_fs >= window[0]) & (time_fs <= window[1])
+    t = time_fs[sel]
+    weights = (t - t.mean()) / np.sum((t - t.mean()) ** 2)
+    slopes = np.empty(x.shape[1:])
+    for sl, block in _per_particle_msd(x, atoms_per_block):
+        slopes[sl] = np.einsum("t,tnd->nd", weights, block[sel])
+    return slopes
 
 
 def msd_direct(x: np.ndarray) -> np.ndarray:

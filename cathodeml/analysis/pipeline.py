@@ -77,7 +77,7 @@ def parse_fit_window(text: str | None) -> FitWindow:
             continue
         m = _TIME.match(part)
         if m:
-            ends.append((float(m.group(1)) * {"fs": 1.0, "ps": units.FS_PER_PS, "ns": units.FS_PER_NS}[m.group(2)], None))
+            ends.append((float(m.group(1)) * {"fs": 1.0, "ps": units.FS_PER_PS, "ns": 1000.0 * units.FS_PER_PS}[m.group(2)], None))
             continue
         m = _FRACTION.match(part)
         if m:
@@ -249,10 +249,15 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
     d_sigma = transport.diffusion_coefficient(time_fs, msd_total.sum(axis=1), window)
 
     block_self, block_sigma, block_axes = _block_estimates(positions, dt, window, settings.blocks)
+    slopes = msd_mod.per_particle_slopes(positions, time_fs, window)  # [N, 3] Å²/fs
+    ion_err_self, ion_rel = transport.ion_scatter_errors(slopes.sum(axis=1) / 6.0)
+    ion_err_axes = [transport.ion_scatter_errors(slopes[:, a] / 2.0)[0] for a in range(3)]
+    err = transport.larger_error
     to_cm2 = transport.to_cm2_per_s
-    est_self = Estimate(to_cm2(d_self), to_cm2(transport.block_error(block_self)), D_UNIT)
-    est_axes = [Estimate(to_cm2(d_axes[a]), to_cm2(transport.block_error(block_axes[:, a])), D_UNIT) for a in range(3)]
-    est_sigma = Estimate(to_cm2(d_sigma), to_cm2(transport.block_error(block_sigma)), D_UNIT)
+    est_self = Estimate(to_cm2(d_self), to_cm2(err(transport.block_error(block_self), ion_err_self)), D_UNIT)
+    est_axes = [Estimate(to_cm2(d_axes[a]), to_cm2(err(transport.block_error(block_axes[:, a]), ion_err_axes[a])), D_UNIT)
+                for a in range(3)]
+    est_sigma = Estimate(to_cm2(d_sigma), to_cm2(err(transport.block_error(block_sigma), max(abs(d_sigma), d_self) * ion_rel)), D_UNIT)
     haven = transport.haven_ratio(est_self, est_sigma)
     volume = float(volumes.mean())
     sig = transport.nernst_einstein_conductivity(d_sigma, len(mobile), volume, temperature, settings.charge)

@@ -100,21 +100,27 @@ class RdfAccumulator:
         return out
 
 
-def first_shell(r: np.ndarray, g: np.ndarray, cn: np.ndarray, smooth_bins: int = 5) -> dict:
-    """First coordination shell of a g(r): first peak above 1, then the first minimum after it.
+def first_shell(r: np.ndarray, g: np.ndarray, cn: np.ndarray, smooth_bins: int = 5, min_peak: float = 1.2,
+                min_cn: float = 0.05) -> dict:
+    """First coordination shell of a g(r): the first local maximum of the smoothed g with
+    g ≥ `min_peak` and at least `min_cn` neighbours inside it (so noise at small r or in a
+    structureless g is not a shell), then the first minimum after it.
 
-    Returns {"r_peak", "g_peak", "r_min" (Å), "cn" (neighbours within r_min)}; NaNs if g never
-    rises above 1.
+    Returns {"r_peak", "g_peak", "r_min" (Å), "cn" (neighbours within r_min)}; NaNs where there
+    is no such shell.
     """
     kernel = np.ones(smooth_bins) / smooth_bins
     gs = np.convolve(g, kernel, mode="same")
     nan = {"r_peak": float("nan"), "g_peak": float("nan"), "r_min": float("nan"), "cn": float("nan")}
-    above = np.flatnonzero(gs > 1.0)
-    if len(above) == 0:
-        return nan
-    k = above[0]
-    while k + 1 < len(gs) and gs[k + 1] >= gs[k]:
+    k = 0
+    while k < len(gs):
+        if gs[k] >= min_peak and cn[k] >= min_cn:
+            while k + 1 < len(gs) and gs[k + 1] >= gs[k]:
+                k += 1
+            break
         k += 1
+    if k >= len(gs):
+        return nan
     peak = k
     while k + 1 < len(gs) and gs[k + 1] <= gs[k]:
         k += 1

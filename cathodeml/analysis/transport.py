@@ -3,14 +3,17 @@
 D = slope/(2·dim) from an ordinary least-squares line with a free intercept (the intercept
 absorbs the ballistic/caged start and vibrational offsets) over a fit window that by default
 starts where the MSD turns linear — the log–log slope settles at ≈1, but not before 1 ps — and
-ends at half the run, where the number of independent time origins is still large.  Errors come
-from block averaging: the run is cut into contiguous blocks, each analysed alone, and the
-spread of the block estimates gives the standard error (the FFT MSD inside a block already
-averages over every origin, so blocks are the independent samples); a block uses the run's
-window clipped to its first half, so only the spread of the block values is used, never their
-mean.  Several runs at one
-temperature (replicas) are combined as independent samples.  Everything here is a pure
-function of arrays in Å, fs, K; conversion to cm²/s and mS/cm happens through `units`.
+ends at half the run.  Error bars take the larger of two estimates, because each misses
+something the other sees.  (1) Block averaging: the run is cut into contiguous blocks, each
+analysed alone (its window clipped to the block), and the spread of the block values gives a
+standard error; it sees slow drifts and time correlations but, with short blocks, only short
+lags.  (2) Ion scatter: every ion's own MSD fitted over the run's window gives a per-ion D; the
+standard error of their mean is the error of D_self, and their relative spread is the relative
+error of *one* trajectory's D — which is what the collective displacement Σ Δr_i is — so,
+times max(D_σ, D_self) (conservative: a D_σ that came out small by chance must not shrink its
+own error bar), it sets the error of D_σ.  Several runs at one temperature (replicas) are combined as independent
+samples.  Everything here is a pure function of arrays in Å, fs, K; conversion to cm²/s and
+mS/cm happens through `units`.
 """
 
 from __future__ import annotations
@@ -102,6 +105,22 @@ def block_error(values: np.ndarray) -> float:
     if len(values) < 2:
         return float("nan")
     return float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
+def ion_scatter_errors(per_ion_d: np.ndarray) -> tuple[float, float]:
+    """From per-ion diffusion coefficients [N] (any unit): (standard error of their mean, in that
+    unit; relative scatter of a single ion's estimate, dimensionless)."""
+    per_ion_d = np.asarray(per_ion_d, dtype=float)
+    if len(per_ion_d) < 2:
+        return float("nan"), float("nan")
+    sd = float(np.std(per_ion_d, ddof=1))
+    return sd / math.sqrt(len(per_ion_d)), sd / abs(float(per_ion_d.mean()))
+
+
+def larger_error(*errors: float) -> float:
+    """The largest finite error of several estimates (NaN when none is finite)."""
+    finite = [e for e in errors if e is not None and math.isfinite(e)]
+    return max(finite) if finite else float("nan")
 
 
 def block_window(window: tuple[float, float], block_duration_fs: float) -> tuple[float, float]:
