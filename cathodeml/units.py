@@ -16,6 +16,10 @@ EV_J = ELEMENTARY_CHARGE_C
 # One metal time unit sqrt(amu·Å²/eV) expressed in fs (≈ 10.1805 fs).
 METAL_TIME_UNIT_FS = math.sqrt(AMU_KG * 1e-20 / EV_J) * 1e15
 FS_PER_PS = 1000.0
+# Kinetic energy: 1 amu·Å²/fs² expressed in eV (= METAL_TIME_UNIT_FS², ≈ 103.6427 eV).
+AMU_A2_PER_FS2_IN_EV = METAL_TIME_UNIT_FS**2
+FS_PER_NS = 1.0e6
+SECONDS_PER_DAY = 86400.0
 
 # Stress × volume: 1 eV/Å³ = 160.21766 GPa; VASP prints stress in kBar (1 kBar = 0.1 GPa).
 EV_PER_A3_IN_GPA = EV_J / 1e-30 / 1e9

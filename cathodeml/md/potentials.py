@@ -1,0 +1,152 @@
+"""The small interface between MD and any force field, and the analytic force fields it is tested with.
+
+MD needs two things from a force field: a host-side builder of neighbour data for the current
+positions (cutoff + skin, static padded shapes so the jitted loop does not recompile) and a
+jittable energy of positions, cell and that neighbour data; forces are −∂E/∂r by `jax.grad`.
+Keeping it that small lets the integrators and the runner be tested on potentials whose answers
+are known (harmonic wells, Lennard-Jones) and lets the DeepPot-SE model (with its virtual spin
+atoms recomputed from the hosts inside the energy) plug in through one adapter
+(`cathodeml.md.deeppot`).  Pair lists come from vesin, which handles triclinic cells smaller
+than twice the cutoff; pair vectors are rebuilt in JAX from the stored integer cell shifts.
+
+Units: positions and cells Å (cell rows are lattice vectors), energies eV, forces eV/Å.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cathodeml import enable_float64
+
+enable_float64()
+
+
+@dataclasses.dataclass(frozen=True)
+class Potential:
+    """A force field for MD.
+
+    energy(positions [N,3] Å, cell [3,3] Å, neighbors) -> eV, jittable and differentiable.
+    build_neighbors(positions [N,3] Å numpy, cell [3,3] Å, skin Å, previous) -> neighbours pytree
+    (host side; `previous` is the last list or None, so capacities only grow).
+    cutoff: interaction range (Å); 0 when no neighbour data is needed.
+    closest_distance(positions, cell, neighbors) -> Å: the shortest distance between two real
+    atoms among the listed pairs (jittable), so the MD loop can stop the step atoms collide;
+    None when the potential has no pairs (the check is then skipped).
+    """
+
+    energy: Callable[[jax.Array, jax.Array, Any], jax.Array]
+    build_neighbors: Callable[[np.ndarray, np.ndarray, float, Any], Any]
+    cutoff: float
+    name: str = ""
+    closest_distance: Callable[[jax.Array, jax.Array, Any], jax.Array] | None = None
+
+
+def energy_and_forces(potential: Potential, positions, cell, neighbors) -> tuple[jax.Array, jax.Array]:
+    """(E in eV, F = −∂E/∂r [N,3] in eV/Å) at positions (Å) for a cell (Å) and neighbour data."""
+    energy, grad = jax.value_and_grad(potential.energy)(positions, cell, neighbors)
+    return energy, -grad
+
+
+def _pytree(cls):
+    fields = [f.name for f in dataclasses.fields(cls)]
+    return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])
+
+
+@_pytree
+@dataclasses.dataclass(frozen=True)
+class PairList:
+    """Half pair list padded to a fixed capacity: i, j [P] atom indices, shifts [P,3] integer cell
+    shifts (as float) so that r_ij = x_j − x_i + shifts·cell; mask [P] True for real pairs."""
+
+    i: jax.Array
+    j: jax.Array
+    shifts: jax.Array
+    mask: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return int(self.i.shape[0])
+
+
+def build_pair_list(positions, cell, cutoff: float, previous: PairList | None = None, growth: float = 1.25) -> PairList:
+    """All pairs closer than `cutoff` (Å) under periodic boundaries, each once, for unwrapped
+    positions [N,3] Å and cell [3,3] Å.  Capacity is the previous one when that suffices, else
+    `growth` × the pair count, so a list never silently drops pairs."""
+    from vesin import NeighborList
+
+    positions = np.asarray(positions, dtype=float)
+    cell = np.asarray(cell, dtype=float)
+    frac = np.linalg.solve(cell.T, positions.T).T
+    image = np.floor(frac)
+    wrapped = (frac - image) @ cell
+    i, j, s = NeighborList(cutoff=cutoff, full_list=False).compute(
+        points=wrapped, box=cell, periodic=True, quantities="ijS")
+    # r_ij = w_j − w_i + S·cell = x_j − x_i + (S − n_j + n_i)·cell for unwrapped x = w + n·cell.
+    shifts = s + image[i] - image[j]
+    n_pairs = len(i)
+    capacity = previous.capacity if previous is not None else 0
+    if n_pairs > capacity:
+        capacity = max(int(np.ceil(n_pairs * growth)), 16)
+    pad = capacity - n_pairs
+    return PairList(
+        i=jnp.asarray(np.concatenate([i, np.zeros(pad, dtype=i.dtype)]).astype(np.int32)),
+        j=jnp.asarray(np.concatenate([j, np.zeros(pad, dtype=j.dtype)]).astype(np.int32)),
+        shifts=jnp.asarray(np.concatenate([shifts, np.zeros((pad, 3))]).astype(np.float64)),
+        mask=jnp.asarray(np.concatenate([np.ones(n_pairs, bool), np.zeros(pad, bool)])),
+    )
+
+
+def pair_distances(positions: jax.Array, cell: jax.Array, pairs: PairList) -> jax.Array:
+    """|r_ij| in Å for every slot of the pair list (padding slots give 1.0, never 0)."""
+    d = positions[pairs.j] - positions[pairs.i] + pairs.shifts @ cell
+    r2 = jnp.where(pairs.mask, jnp.sum(d * d, axis=-1), 1.0)
+    return jnp.sqrt(r2)
+
+
+def lennard_jones_pair_energy(r, epsilon: float, sigma: float, cutoff: float):
+    """Shifted-force Lennard-Jones pair energy (eV) at distance r (Å): the 12-6 form minus its
+    value and slope at the cutoff, so energy and force both go continuously to zero there."""
+
+    def lj(x):
+        sr6 = (sigma / x) ** 6
+        return 4.0 * epsilon * (sr6 * sr6 - sr6)
+
+    e_c = lj(cutoff)
+    de_c = jax.grad(lj)(jnp.asarray(cutoff, dtype=jnp.float64))
+    return jnp.where(r < cutoff, lj(r) - e_c - (r - cutoff) * de_c, 0.0)
+
+
+def lennard_jones(epsilon: float, sigma: float, cutoff: float) -> Potential:
+    """A one-species shifted-force Lennard-Jones potential: ε in eV, σ and cutoff in Å."""
+
+    def energy(positions, cell, pairs):
+        r = pair_distances(positions, cell, pairs)
+        e = lennard_jones_pair_energy(r, epsilon, sigma, cutoff)
+        return jnp.sum(jnp.where(pairs.mask, e, 0.0))
+
+    def build(positions, cell, skin, previous):
+        return build_pair_list(positions, cell, cutoff + skin, previous)
+
+    def closest(positions, cell, pairs):
+        return jnp.min(jnp.where(pairs.mask, pair_distances(positions, cell, pairs), jnp.inf))
+
+    return Potential(energy=energy, build_neighbors=build, cutoff=cutoff, name=f"lennard-jones(ε={epsilon} eV, σ={sigma} Å)",
+                     closest_distance=closest)
+
+
+def harmonic_wells(centers, spring_constants) -> Potential:
+    """Independent 3D harmonic wells E = Σ ½ k_i |x_i − c_i|²: centres [N,3] Å, k [N] eV/Å².
+    Each atom is an isotropic oscillator with ω_i = sqrt(k_i/m_i); no neighbour data."""
+    centers = jnp.asarray(centers, dtype=jnp.float64)
+    k = jnp.asarray(spring_constants, dtype=jnp.float64)
+
+    def energy(positions, cell, _neighbors):
+        return 0.5 * jnp.sum(k[:, None] * (positions - centers) ** 2)
+
+    return Potential(energy=energy, build_neighbors=lambda *args: None, cutoff=0.0, name="harmonic wells")
+
