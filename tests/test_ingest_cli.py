@@ -117,6 +117,20 @@ def test_append_skips_a_source_already_ingested_even_when_recompressed(data_dir,
     assert r.exit_code == 0 and read_dataset(out).n_frames == 15
 
 
+def test_append_keeps_the_files_type_indices_and_adds_new_species_after_them(data_dir, tmp_path):
+    out = tmp_path / "data.h5"
+    assert ingest(src(data_dir, LINIO), "-o", out, "--type-map", "Li,Ni,O").exit_code == 0
+    r = ingest(src(data_dir, FEO), "-o", out, "--append", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["type_map"] == ["Li", "Ni", "O", "Fe"]
+    ds = read_dataset(out)
+    assert ds.type_map == ["Li", "Ni", "O", "Fe"]
+    linio = by_source(ds, LINIO)
+    assert [ds.type_map[t] for t in linio.atom_types] == ["Li", "Ni", "Ni", "O", "O", "O", "O"]
+    before = out.read_bytes()
+    r = ingest(src(data_dir, H2O), "-o", out, "--append", "--type-map", "Ni,Li,O,Fe,H")  # reorders: refused
+    assert r.exit_code == 1 and "must start with it" in r.stderr and out.read_bytes() == before
+
+
 def test_unconverged_steps_are_skipped_with_a_count_or_kept_on_request(data_dir, tmp_path):
     r = ingest(src(data_dir, CH4), "-o", tmp_path / "a.h5", "--json")
     summary = json.loads(r.stdout)

@@ -65,8 +65,9 @@ def describe_dataset(path):
                           moments_txt, ",".join(map(str, e.get("ispin", []))) or "-")
         console.print(table)
         if moments:
-            mt = Table("element", "values", f"|m| histogram (0 → max μB, {HIST_BIN_UB} μB bins)",
-                       escape("spin states |m| (μB): mean [min–max] ×count"))
+            mt = Table("element", "values")
+            mt.add_column(f"|m| histogram (0 → max μB, {HIST_BIN_UB} μB bins)", no_wrap=True)
+            mt.add_column(escape("spin states |m| (μB): mean [min–max] ×count"))
             for element, h in moments.items():
                 mt.add_row(element, str(h["n"]), _sparkline(h["counts"]) + f" {h['edges'][-1]:.1f}",
                            escape(";  ".join(f"{st['mean']:.2f} [{st['min']:.2f}–{st['max']:.2f}] ×{st['count']}" for st in h["states"])))

@@ -37,7 +37,7 @@ def ingest(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Ingest VASP OUTCARs (energies, forces, virials, magnetic moments) into a dataset file."""
-    from cathodeml.io.dataset import read_frame_column, write_dataset
+    from cathodeml.io.dataset import write_dataset
     from cathodeml.io.outcar import ENERGY_KINDS, find_outcars, runs_to_dataset
 
     if energy not in ENERGY_KINDS:
@@ -49,19 +49,9 @@ def ingest(
     if output.is_dir() or not output.resolve().parent.is_dir():
         raise CathodemlError(f"{output}: not a writable file path (a directory, or its folder does not exist); fix -o")
 
-    known: dict[str, str] = {}
+    known, base_map = {}, []
     if append and output.exists():
-        attrs, shas = _existing(output, read_frame_column)
-        if attrs.get("energy", energy) != energy:
-            raise CathodemlError(f"{output} holds energy={attrs['energy']} labels; pass --energy {attrs['energy']} to append")
-        existing_map = list(attrs.get("type_map", []))
-        if order is not None and order[: len(existing_map)] != existing_map[: len(order)]:
-            raise TypeMapError(
-                f"{output} has type map {','.join(existing_map)}; --type-map must start with it (new species may follow)"
-            )
-        if order is not None:
-            order = existing_map + [s for s in order if s not in existing_map]
-        known = {sha: f"already in {output}" for sha in shas}
+        order, base_map, known = _append_plan(output, energy, order)
 
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)
     runs, failed = _parse_all(files, energy, jobs, skip_bad, console)
@@ -72,18 +62,9 @@ def ingest(
             continue
         known[run.sha256] = f"same content as {run.path}"
         kept_runs.append(run)
-    for d in duplicates:
-        console.print(f"[yellow]skipped[/yellow] {d['path']}: {d['reason']} (same sha256)")
-    for run in kept_runs:
-        for note in run.notes:
-            console.print(f"[yellow]warning[/yellow] {run.path}: {note}")
-        n_unconverged = int((~run.scf_converged).sum())
-        if n_unconverged:
-            what = "kept (--keep-unconverged)" if keep_unconverged else "skipped; keep them with --keep-unconverged"
-            console.print(f"[yellow]note[/yellow] {run.path}: {n_unconverged} ionic step(s) hit NELM={run.nelm} "
-                          f"(SCF not converged): {what}")
+    _print_notes(console, kept_runs, duplicates, keep_unconverged)
 
-    dataset, stats = runs_to_dataset(kept_runs, type_map=order, keep_unconverged=keep_unconverged)
+    dataset, stats = runs_to_dataset(kept_runs, type_map=order, base_map=base_map, keep_unconverged=keep_unconverged)
     groups: list[str] = []
     if dataset.systems:
         dataset.attrs = {"energy": energy}
@@ -103,6 +84,20 @@ def ingest(
         _render(Console(), summary)
 
 
+def _print_notes(console: Console, runs, duplicates, keep_unconverged: bool) -> None:
+    """Per-source messages on stderr: duplicates skipped, parser warnings, unconverged steps."""
+    for d in duplicates:
+        console.print(f"[yellow]skipped[/yellow] {d['path']}: {d['reason']} (same sha256)")
+    for run in runs:
+        for note in run.notes:
+            console.print(f"[yellow]warning[/yellow] {run.path}: {note}")
+        n_unconverged = int((~run.scf_converged).sum())
+        if n_unconverged:
+            what = "kept (--keep-unconverged)" if keep_unconverged else "skipped; keep them with --keep-unconverged"
+            console.print(f"[yellow]note[/yellow] {run.path}: {n_unconverged} ionic step(s) hit NELM={run.nelm} "
+                          f"(SCF not converged): {what}")
+
+
 def _parse_type_map(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -115,15 +110,25 @@ def _parse_type_map(text: str | None) -> list[str] | None:
     return names
 
 
-def _existing(output: Path, read_frame_column):
+def _append_plan(output: Path, energy: str, order: list[str] | None):
+    """(type map to enforce or None, the file's type map, {sha256: reason} of sources already in it)."""
     import h5py
+
+    from cathodeml.io.dataset import read_frame_column
 
     if not h5py.is_hdf5(output):
         raise CathodemlError(f"{output}: exists but is not an HDF5 dataset; cannot --append to it")
     attrs, shas = read_frame_column(output, "source_sha256")
     if attrs.get("kind", "dataset") != "dataset":
         raise CathodemlError(f"{output}: is a {attrs['kind']} file, not a dataset; cannot --append to it")
-    return attrs, set(shas.tolist())
+    if attrs.get("energy", energy) != energy:
+        raise CathodemlError(f"{output} holds energy={attrs['energy']} labels; pass --energy {attrs['energy']} to append")
+    existing = list(attrs.get("type_map", []))
+    if order is not None:
+        if order[: len(existing)] != existing[: len(order)]:
+            raise TypeMapError(f"{output} has type map {','.join(existing)}; --type-map must start with it (new species may follow)")
+        order = existing + [s for s in order if s not in existing]
+    return order, existing, {sha: f"already in {output}" for sha in shas.tolist()}
 
 
 def _worker_init() -> None:

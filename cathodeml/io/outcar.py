@@ -587,11 +587,13 @@ def _total_magnetization(text: bytes, start: int, end: int, info: dict) -> float
 # ----------------------------------------------------------------------------- to a dataset
 
 
-def runs_to_dataset(runs: list[OutcarRun], *, type_map: list[str] | None = None, keep_unconverged: bool = False):
+def runs_to_dataset(runs: list[OutcarRun], *, type_map: list[str] | None = None, base_map: list[str] | None = None,
+                    keep_unconverged: bool = False):
     """Group OUTCAR runs into dataset systems (same atoms in the same order → one system).
 
     Returns (Dataset, per-run stats).  `type_map` fixes the species order (a run holding a
-    species outside it is a TypeMapError); without it species are ordered by first appearance.
+    species outside it is a TypeMapError); without it the order is `base_map` (e.g. the type map
+    of the file appended to) followed by new species in order of first appearance.
     Steps whose SCF hit NELM are dropped unless `keep_unconverged`.  Per-frame extras follow
     the dataset contract (magmom μB, spin μB vectors, provenance, SCF flags ...).
     """
@@ -599,7 +601,7 @@ def runs_to_dataset(runs: list[OutcarRun], *, type_map: list[str] | None = None,
     from cathodeml.io.dataset import Dataset, System, concatenate
 
     if type_map is None:
-        type_map = list(dict.fromkeys(s for run in runs for s in run.species))
+        type_map = list(dict.fromkeys([*(base_map or []), *(s for run in runs for s in run.species)]))
     else:
         type_map = list(type_map)
         for run in runs:
