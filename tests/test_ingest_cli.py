@@ -155,11 +155,24 @@ def test_parallel_parsing_gives_the_same_file_content_as_serial(data_dir, tmp_pa
     assert ingest(*inputs, "-o", tmp_path / "serial.h5").exit_code == 0
     r = ingest(*inputs, "-o", tmp_path / "parallel.h5", "--jobs", "2")
     assert r.exit_code == 0, r.output
-    a, b = read_dataset(tmp_path / "serial.h5"), read_dataset(tmp_path / "parallel.h5")
-    assert a.type_map == b.type_map and [s.name for s in a.systems] == [s.name for s in b.systems]
-    for x, y in zip(a.systems, b.systems):
-        np.testing.assert_array_equal(x.forces, y.forces)
-        np.testing.assert_array_equal(x.frame_data["magmom"], y.frame_data["magmom"])
+    # with another thread alive forking is unsafe: it parses serially, says so, same result
+    import threading
+
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait, daemon=True)
+    busy.start()
+    try:
+        r = ingest(*inputs, "-o", tmp_path / "threaded.h5", "--jobs", "2")
+    finally:
+        stop.set()
+    assert r.exit_code == 0 and "parsing serially" in r.stderr
+    a = read_dataset(tmp_path / "serial.h5")
+    for other in ("parallel.h5", "threaded.h5"):
+        b = read_dataset(tmp_path / other)
+        assert a.type_map == b.type_map and [s.name for s in a.systems] == [s.name for s in b.systems]
+        for x, y in zip(a.systems, b.systems):
+            np.testing.assert_array_equal(x.forces, y.forces)
+            np.testing.assert_array_equal(x.frame_data["magmom"], y.frame_data["magmom"])
 
 
 def test_spin_polarised_run_without_lorbit_is_kept_with_moments_marked_missing(data_dir, tmp_path):

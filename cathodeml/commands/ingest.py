@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import signal
+import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -131,6 +132,15 @@ def _append_plan(output: Path, energy: str, order: list[str] | None):
     return order, existing, {sha: f"already in {output}" for sha in shas.tolist()}
 
 
+def _fork_is_safe() -> bool:
+    """Fork copies only the calling thread: safe while no other Python thread runs and JAX has
+    not started its runtime (its threads would be lost in the child)."""
+    if threading.active_count() > 1:
+        return False
+    xla_bridge = sys.modules.get("jax._src.xla_bridge")
+    return not getattr(xla_bridge, "_backends", None)
+
+
 def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
 
@@ -167,13 +177,12 @@ def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, consol
 
     pool, pending = None, {}
     if jobs > 1 and len(files) > 1:
-        # Fork is cheapest (workers inherit the imported parser) but only safe while this process
-        # has a single thread, so the pool starts before rich's refresh thread; else forkserver.
-        single = threading.active_count() == 1
-        ctx = multiprocessing.get_context("fork" if single else "forkserver")
-        if not single:
-            ctx.set_forkserver_preload(["cathodeml.commands.ingest"])
-        pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx, initializer=_worker_init)
+        if _fork_is_safe():  # workers are forked before rich's refresh thread starts
+            ctx = multiprocessing.get_context("fork")
+            pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx, initializer=_worker_init)
+        else:
+            console.print("[yellow]note[/yellow] parsing serially: this process runs other threads (e.g. JAX), "
+                          "so worker processes cannot be forked safely")
     try:
         if pool is not None:
             pending = {pool.submit(_read_one, str(f), energy): str(f) for f in files}
