@@ -45,48 +45,64 @@ def minimum_image_steps(frac: np.ndarray, previous: np.ndarray | None = None) ->
     return steps
 
 
+def _times_matrices(x: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """x [nf, N, 3] times one 3×3 matrix per frame [nf, 3, 3]; a single BLAS product when the
+    matrices are all equal (fixed cell, the usual NVT case)."""
+    if len(matrices) and np.all(matrices == matrices[0]):
+        return (x.reshape(-1, 3) @ matrices[0]).reshape(x.shape)
+    return np.matmul(x, matrices)
+
+
 def to_fractional(positions: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Cartesian positions [nf, N, 3] Å in cells [nf, 3, 3] Å (rows = lattice vectors) → fractional."""
-    return np.einsum("fnj,fji->fni", positions, np.linalg.inv(cells))
+    return _times_matrices(positions, np.linalg.inv(cells))
 
 
 def unwrap_with_images(positions: np.ndarray, images: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Continuous positions [nf, N, 3] Å from positions, image counts [nf, N, 3] and cells [nf, 3, 3] Å.
 
-    Works whether the stored positions are wrapped (H5MD convention: add images) or already
-    unwrapped with the image counts of their wrapped copies (cathodeml's writer): an atom whose
-    fractional coordinates lie outside [0, 1] is already unwrapped; inside the cell, its image
-    count is the true offset if wrapped and zero if unwrapped, so adding it is right either way.
+    Works whether the stored positions are wrapped (plain H5MD convention: add images) or already
+    unwrapped with the image counts of their wrapped copies (cathodeml's writer).  The atoms with
+    a non-zero image count tell which: unwrapped storage puts them outside the cell.
     """
-    frac = to_fractional(positions, cells)
-    inside = np.all((frac >= -1e-9) & (frac <= 1 + 1e-9), axis=-1, keepdims=True)
-    shift = np.einsum("fni,fij->fnj", images.astype(float), cells)
-    return positions + np.where(inside, shift, 0.0)
+    moved = np.any(images != 0, axis=-1)
+    if not moved.any():
+        return positions
+    f, n = np.nonzero(moved)
+    f, n = f[:4096], n[:4096]
+    frac = np.einsum("kj,kji->ki", positions[f, n], np.linalg.inv(cells[f]))
+    if np.any((frac < -1e-6) | (frac > 1 + 1e-6)):
+        return positions
+    return positions + _times_matrices(images.astype(np.float64), cells)
 
 
 def framework_drift(unwrapped: np.ndarray, masses: np.ndarray) -> np.ndarray:
     """Centre-of-mass position [nf, 3] Å of atoms [nf, M, 3] Å with masses [M] amu."""
-    return np.einsum("fmi,m->fi", unwrapped, masses) / masses.sum()
+    return np.matmul(masses, unwrapped) / masses.sum()
 
 
-def _per_particle_msd(x: np.ndarray, atoms_per_block: int):
-    """Yield (slice, MSD [T, n_block, d] Å²) per block of particles; see `msd_fft`."""
+def _per_particle_msd(x: np.ndarray, atoms_per_block: int, max_lag: int | None = None):
+    """Yield (slice, MSD [n_block, d, L] Å²) per block of particles for lags 0..L−1 (L = T, or
+    max_lag + 1); see `msd_fft`.  The FFTs run along the last, contiguous axis."""
     T, N, d = x.shape
+    L = T if max_lag is None else min(T, max_lag + 1)
     n_fft = scipy.fft.next_fast_len(2 * T, real=True)
-    counts = (T - np.arange(T))[:, None, None]
+    counts = (T - np.arange(L)).astype(np.float64)
     for lo in range(0, N, atoms_per_block):
-        block = np.asarray(x[:, lo:lo + atoms_per_block, :], dtype=np.float64)
-        block = block - block.mean(axis=0, keepdims=True)
+        block = np.ascontiguousarray(np.moveaxis(np.asarray(x[:, lo:lo + atoms_per_block, :], dtype=np.float64), 0, -1))
+        block -= block.mean(axis=-1, keepdims=True)
         # S2: autocorrelation Σ_t x(t) x(t+m), via |FFT|² of the zero-padded series.
-        spectrum = scipy.fft.rfft(block, n=n_fft, axis=0)
-        s2 = scipy.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=n_fft, axis=0)[:T]
+        spectrum = scipy.fft.rfft(block, n=n_fft, axis=-1, workers=-1)
+        power = spectrum.real**2 + spectrum.imag**2
+        del spectrum
+        s2 = scipy.fft.irfft(power, n=n_fft, axis=-1, workers=-1)[..., :L]
         # S1: Σ_t x(t)² + x(t+m)² over valid origins, by removing one end point per extra lag.
-        sq = block**2
-        removed = np.zeros_like(block)
-        removed[1:] = np.cumsum(sq[:-1] + sq[::-1][:-1], axis=0)
-        out = (2.0 * sq.sum(axis=0) - removed - 2.0 * s2) / counts
-        out[0] = 0.0
-        yield slice(lo, lo + block.shape[1]), out
+        sq = block * block
+        removed = np.zeros(block.shape[:-1] + (L,))
+        removed[..., 1:] = np.cumsum(sq[..., : L - 1] + sq[..., ::-1][..., : L - 1], axis=-1)
+        out = (2.0 * sq.sum(axis=-1, keepdims=True) - removed - 2.0 * s2) / counts
+        out[..., 0] = 0.0
+        yield slice(lo, lo + block.shape[0]), out
 
 
 def msd_fft(x: np.ndarray, *, atoms_per_block: int = 256) -> np.ndarray:
@@ -97,24 +113,33 @@ def msd_fft(x: np.ndarray, *, atoms_per_block: int = 256) -> np.ndarray:
     by N for the per-particle (self) MSD.  Float64 throughout.
     """
     T, N, d = x.shape
-    out = np.zeros((T, d))
+    out = np.zeros((d, T))
     for _, block in _per_particle_msd(x, atoms_per_block):
-        out += block.sum(axis=1)
-    return out
+        out += block.sum(axis=0)
+    return out.T
 
 
-def per_particle_slopes(x: np.ndarray, time_fs: np.ndarray, window: tuple[float, float], *,
-                        atoms_per_block: int = 256) -> np.ndarray:
-    """Slope (Å²/fs) of each particle's own MSD per axis by least squares over the window (fs):
-    [N, d].  Their scatter measures how precisely one trajectory of one particle fixes D over
-    this window, which sets the error bars of D_self and D_σ."""
-    sel = (time_fs >= window[0]) & (time_fs <= window[1])
-    t = time_fs[sel]
-    weights = (t - t.mean()) / np.sum((t - t.mean()) ** 2)
-    slopes = np.empty(x.shape[1:])
+def self_msd_and_particle_msd(x: np.ndarray, max_lag: int, *, atoms_per_block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """In one FFT pass: MSD_self [T, d] Å² (per particle) and every particle's own MSD
+    [N, d, max_lag + 1] Å² for lags up to max_lag (what the per-ion error bars need)."""
+    T, N, d = x.shape
+    total = np.zeros((d, T))
+    particles = np.empty((N, d, min(T, max_lag + 1)))
     for sl, block in _per_particle_msd(x, atoms_per_block):
-        slopes[sl] = np.einsum("t,tnd->nd", weights, block[sel])
-    return slopes
+        total += block.sum(axis=0)
+        particles[sl] = block[..., : particles.shape[-1]]
+    return total.T / N, particles
+
+
+def particle_slopes(particle_msd: np.ndarray, time_fs: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Least-squares slope (Å²/fs) of each particle's MSD [N, d, L] (lag times time_fs[:L] fs)
+    over the window: [N, d].  Their scatter measures how precisely one trajectory of one
+    particle fixes D over this window, which sets the error bars of D_self and D_σ."""
+    t = time_fs[: particle_msd.shape[-1]]
+    sel = (t >= window[0]) & (t <= window[1])
+    tw = t[sel]
+    weights = (tw - tw.mean()) / np.sum((tw - tw.mean()) ** 2)
+    return particle_msd[..., sel] @ weights
 
 
 def msd_direct(x: np.ndarray) -> np.ndarray:

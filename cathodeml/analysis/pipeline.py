@@ -41,9 +41,13 @@ class FitWindow:
     end_fraction: float | None = 0.5
     text: str = "auto"
 
+    def end_for(self, duration_fs: float) -> float:
+        """The window's end in fs for a run lasting `duration_fs`."""
+        return self.end_fs if self.end_fs is not None else self.end_fraction * duration_fs
+
     def resolve(self, duration_fs: float, auto_start: Callable[[], float]) -> tuple[float, float]:
         """(start, end) in fs for a run lasting `duration_fs`."""
-        end = self.end_fs if self.end_fs is not None else self.end_fraction * duration_fs
+        end = self.end_for(duration_fs)
         if self.start_fs is not None:
             start = self.start_fs
         elif self.start_fraction is not None:
@@ -240,8 +244,10 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
     if settings.remove_drift and len(framework):
         positions -= (com - com[0])[:, None, :]
 
-    msd_self, msd_total = msd_mod.self_and_collective_msd(positions)
     duration = float(time_fs[-1])
+    max_lag = int(np.searchsorted(time_fs, settings.fit_window.end_for(duration), side="right"))
+    msd_self, particle_msd = msd_mod.self_msd_and_particle_msd(positions, max_lag)
+    msd_total = msd_mod.msd_fft(positions.sum(axis=1, keepdims=True)) / len(mobile)
     window = settings.fit_window.resolve(
         duration, lambda: transport.auto_fit_window(time_fs, msd_self.sum(axis=1))[0])
     d_self = transport.diffusion_coefficient(time_fs, msd_self.sum(axis=1), window)
@@ -249,7 +255,8 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
     d_sigma = transport.diffusion_coefficient(time_fs, msd_total.sum(axis=1), window)
 
     block_self, block_sigma, block_axes = _block_estimates(positions, dt, window, settings.blocks)
-    slopes = msd_mod.per_particle_slopes(positions, time_fs, window)  # [N, 3] Å²/fs
+    slopes = msd_mod.particle_slopes(particle_msd, time_fs, window)  # [N, 3] Å²/fs
+    del particle_msd
     ion_err_self, ion_rel = transport.ion_scatter_errors(slopes.sum(axis=1) / 6.0)
     ion_err_axes = [transport.ion_scatter_errors(slopes[:, a] / 2.0)[0] for a in range(3)]
     err = transport.larger_error
