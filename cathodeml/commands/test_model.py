@@ -1,0 +1,117 @@
+"""Test a model on labelled data: energy and force errors per system, element and spin state, parity plots.
+
+Energies in meV/atom and forces in meV/Å (RMSE and MAE). A spin model rebuilds the virtual atoms of plain data itself from its recorded settings. With -o DIR it writes test_results.json (every number) and parity_energy.png / parity_force.png; --json prints the same JSON to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cathodeml.errors import CathodemlError
+
+
+def test_model(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="Trained model (model.h5)."),
+    data_path: Path = typer.Argument(..., metavar="DATA", help="Labelled dataset (.h5 or deepmd/npy folder)."),
+    out_dir: Path = typer.Option(None, "-o", "--output", help="Folder for test_results.json and the parity plots."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
+    as_json: bool = typer.Option(False, "--json", help="Print every number as JSON to stdout."),
+) -> None:
+    """Energy/force RMSE and MAE of a model on labelled data, parity plots, JSON."""
+    from cathodeml.io.dataset import read_dataset
+    from cathodeml.model import load_model
+    from cathodeml.train.evaluate import error_report, parity_data, predict_system, systems_for_model
+
+    if not model_path.exists():
+        raise CathodemlError(f"{model_path}: no such model file")
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise CathodemlError(f"{out_dir} exists and is not a folder; give a folder for the test outputs")
+    model = load_model(model_path)
+    systems = systems_for_model(model, read_dataset(data_path), str(data_path))
+
+    err = Console(stderr=True)
+    predictions = []
+    with Progress(TextColumn("testing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, disable=quiet or as_json) as bar:
+        task = bar.add_task("frames", total=sum(s.n_frames for s in systems))
+        for s in systems:
+            predictions.append(predict_system(model, s))
+            bar.advance(task, s.n_frames)
+
+    report = {"model": str(model_path), "data": str(data_path), "spin": model.spin,
+              **error_report(systems, predictions, model.config.type_map)}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_outputs(out_dir, report, parity_data(systems, predictions))
+        report["files"] = [str(out_dir / n) for n in ("test_results.json", "parity_energy.png", "parity_force.png")]
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    elif not quiet:
+        _render(Console(), report)
+
+
+def _write_outputs(folder: Path, report: dict, parity: dict) -> None:
+    from cathodeml.io.atomic import atomic_output
+
+    with atomic_output(folder / "test_results.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    _parity_plot(folder / "parity_energy.png", parity, "energy", "energy (eV/atom)")
+    _parity_plot(folder / "parity_force.png", parity, "force", "force component (eV/Å)")
+
+
+def _parity_plot(path: Path, parity: dict, key: str, label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from cathodeml.io.atomic import atomic_output
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=150)
+    lo, hi = np.inf, -np.inf
+    for name, d in parity.items():
+        x, y = d[f"{key}_dft"], d[f"{key}_model"]
+        ax.scatter(x, y, s=6, alpha=0.6, label=name)
+        lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="k", lw=0.8)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlabel(f"DFT {label}")
+    ax.set_ylabel(f"model {label}")
+    if len(parity) <= 8:
+        ax.legend(fontsize=6, markerscale=2)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _render(console: Console, report: dict) -> None:
+    o = report["overall"]
+    console.print(f"{report['model']} on {report['data']}: {o['frames']} frames; energy RMSE "
+                  f"{o['energy']['rmse']:.2f} meV/atom (MAE {o['energy']['mae']:.2f}), force RMSE "
+                  f"{o['force']['rmse']:.1f} meV/Å (MAE {o['force']['mae']:.1f})", highlight=False)
+    table = Table("system", "frames", "atoms", "E RMSE meV/atom", "E MAE", "F RMSE meV/Å", "F MAE", title="per system")
+    for s in report["systems"]:
+        table.add_row(s["name"], str(s["frames"]), str(s["atoms"]), f"{s['energy']['rmse']:.2f}",
+                      f"{s['energy']['mae']:.2f}", f"{s['force']['rmse']:.1f}", f"{s['force']['mae']:.1f}")
+    console.print(table)
+    table = Table("element / spin state", "F RMSE meV/Å", "F MAE", "components", title="forces per element and spin state")
+    for name, e in {**report["elements"], **report["spin_states"]}.items():
+        table.add_row(name, f"{e['force']['rmse']:.1f}", f"{e['force']['mae']:.1f}", str(e["force"]["n"]))
+    console.print(table)
+    if report["spin_configurations"]:
+        table = Table("spin configuration (atoms × μB)", "frames", "E RMSE meV/atom", "E MAE", title="energies per spin configuration")
+        for name, e in report["spin_configurations"].items():
+            table.add_row(name, str(e["energy"]["n"]), f"{e['energy']['rmse']:.2f}", f"{e['energy']['mae']:.2f}")
+        console.print(table)
+    for f in report.get("files", []):
+        console.print(f"wrote {f}", highlight=False)

@@ -1,0 +1,137 @@
+"""Train a DeepPot-SE (se_e2_a) model, with or without virtual spin atoms.
+
+The config is a TOML file (presets in configs/) or a DeePMD-kit input.json; command-line options override it. Data: every system of every --data file (cathodeml/deepmd-hdf5 .h5 or deepmd/npy folders); a validation split is held out unless --valid is given. Writes the model, lcurve.out (DeePMD-kit's columns) and checkpoint.h5 next to it; Ctrl-C or SIGTERM saves a checkpoint and stops, and --restart continues the run exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cathodeml.errors import CathodemlError
+
+
+def train(
+    config_path: Path = typer.Argument(..., metavar="CONFIG", help="Training config: .toml (see configs/) or DeePMD-kit input.json."),
+    data: list[Path] = typer.Option(None, "--data", "-d", help="Training dataset(s); repeat the option for several files."),
+    valid: list[Path] = typer.Option(None, "--valid", help="Validation dataset(s); default: hold out training.validation_fraction."),
+    output: Path = typer.Option(..., "-o", "--output", help="Model file to write (model.h5)."),
+    steps: int = typer.Option(None, "--steps", help="Number of training steps (overrides training.steps)."),
+    batch_size: str = typer.Option(None, "--batch-size", help="Frames per step: an int or auto[:n] (overrides training.batch_size)."),
+    seed: int = typer.Option(None, "--seed", help="Data shuffling seed (overrides training.seed)."),
+    restart: Path = typer.Option(None, "--restart", help="Continue from this checkpoint.h5 exactly where it stopped."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary to stdout."),
+) -> None:
+    """Train a DeepPot-SE model (jitted JAX, Adam, DeePMD-kit schedule); virtual spin atoms supported."""
+    from cathodeml.model import Model, save_model
+    from cathodeml.train.config import read_config, with_overrides
+    from cathodeml.train.trainer import plan_run, stop_on_signals
+    from cathodeml.train.trainer import train as run_training
+
+    settings, ignored = read_config(config_path)
+    settings = with_overrides(
+        settings, training__steps=steps, training__seed=seed,
+        training__batch_size=None if batch_size is None else (int(batch_size) if batch_size.isdigit() else batch_size),
+        training__data=tuple(str(p) for p in data) if data else None,
+        training__valid_data=tuple(str(p) for p in valid) if valid else None,
+    )
+    if output.is_dir():
+        raise CathodemlError(f"{output} is a directory; give a file name for the model, e.g. model.h5")
+    out_dir = output.parent
+    lcurve = _beside(out_dir, settings.training.lcurve)
+    checkpoint = _beside(out_dir, settings.training.checkpoint)
+    err = Console(stderr=True)
+    for key in ignored:
+        err.print(f"[yellow]note:[/yellow] {config_path}: {key} is not used by cathodeml", highlight=False)
+
+    with err.status("reading data, building neighbour lists, computing statistics", spinner="dots") if not (quiet or as_json) else _null():
+        plan = plan_run(settings, str(restart) if restart else None)
+
+    columns = [TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errors]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err, disable=quiet or as_json) as bar, stop_on_signals() as should_stop:
+        task = bar.add_task("train", total=settings.training.steps, completed=plan.state.step, errors="")
+
+        def progress(step, total, info):
+            bar.update(task, completed=step, errors=_errors_text(info))
+
+        result = run_training(plan.config, plan.state, plan.train_systems, plan.valid_systems, settings,
+                              lcurve_path=lcurve, checkpoint_path=checkpoint, progress=progress,
+                              should_stop=should_stop, extra_checkpoint={"spin": plan.spin})
+
+    summary = _summary(plan, result, output, lcurve, checkpoint)
+    if result.interrupted:
+        summary["model"] = None
+        _report(summary, quiet, as_json)
+        err.print(f"interrupted at step {result.step}: checkpoint written to {checkpoint}; "
+                  f"continue with --restart {checkpoint}", highlight=False)
+        raise typer.Exit(130)
+    metadata = {"training": settings.to_dict(), "data": plan.data_paths, "valid_data": plan.valid_paths,
+                "steps": result.step, "final": result.final}
+    save_model(output, Model(plan.config, result.params, result.stats, spin=plan.spin, metadata=metadata))
+    _report(summary, quiet, as_json)
+
+
+def _beside(folder: Path, name: str) -> Path:
+    p = Path(name)
+    return p if p.is_absolute() else folder / p
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _errors_text(info: dict) -> str:
+    if not info:
+        return ""
+    src = info.get("valid") or info.get("train")
+    return f"E {1000 * src['rmse_e']:.1f} meV/atom  F {1000 * src['rmse_f']:.0f} meV/Å"
+
+
+def _summary(plan, result, output: Path, lcurve: Path, checkpoint: Path) -> dict:
+    last = result.history[-1] if result.history else {}
+    return {
+        "model": str(output), "lcurve": str(lcurve), "checkpoint": str(checkpoint),
+        "restarted_from": plan.restarted_from, "steps": result.step, "interrupted": result.interrupted,
+        "seconds": result.seconds, "steps_per_second": result.steps_per_second,
+        "type_map": list(plan.config.type_map), "sel": list(plan.config.sel), "spin": plan.spin,
+        "train_systems": [{"name": s.name, "frames": s.n_frames, "atoms": s.n_real, "batch_size": s.batch_size}
+                          for s in plan.train_systems],
+        "valid_frames": sum(s.n_frames for s in plan.valid_systems),
+        "last_train": last.get("train"), "final_valid": result.final.get("valid"),
+    }
+
+
+def _report(summary: dict, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    if quiet:
+        return
+    console = Console()
+    table = Table(title=f"training summary ({summary['steps']} steps, {summary['steps_per_second']:.1f} steps/s)")
+    table.add_column("quantity")
+    table.add_column("train (last batch)", justify="right")
+    table.add_column("validation", justify="right")
+    trn, val = summary["last_train"] or {}, summary["final_valid"] or {}
+    for key, label, unit in (("rmse_e", "energy RMSE", "meV/atom"), ("rmse_f", "force RMSE", "meV/Å"),
+                             ("rmse_v", "virial RMSE", "meV/atom")):
+        if key in trn or key in val:
+            fmt = lambda d: f"{1000 * d[key]:.2f} {unit}" if key in d else "-"  # noqa: E731
+            table.add_row(label, fmt(trn), fmt(val))
+    console.print(table)
+    console.print(f"type map {','.join(summary['type_map'])}, sel {summary['sel']}"
+                  + (f", spin {summary['spin']['mode']} on {','.join(summary['spin']['elements'])}" if summary["spin"] else ""),
+                  highlight=False)
+    wrote = [summary["model"]] if summary["model"] else []
+    console.print("wrote " + ", ".join(wrote + [summary["lcurve"], summary["checkpoint"]]), highlight=False)

@@ -1,0 +1,229 @@
+"""Training data: labelled systems, the validation split, batches, sel and energy-bias statistics.
+
+Training draws each batch from one system (all frames of a system share the atom count, so a
+batch has a static shape and the jitted step compiles once per system), choosing the system with
+probability proportional to its number of batches, i.e. to its frame count, and walking through
+a shuffled permutation of its frames, as DeePMD-kit does.  Everything random comes from one numpy
+PCG64 generator whose state, with the permutations and cursors, is part of a checkpoint, so a
+restarted run draws exactly the batches the uninterrupted run would have.  Labels are kept for
+*real* atoms only: virtual spin atoms (types `<El>_spin`, appended after the real atoms) are
+inputs of the model, never targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from cathodeml.errors import CathodemlError
+from cathodeml.train.config import auto_batch_size, parse_auto
+
+SPIN_SUFFIX = "_spin"
+
+
+@dataclasses.dataclass
+class LabelledSystem:
+    """Frames of one system prepared for training or testing.
+
+    atom_types [na] (real atoms first, then virtual spin atoms), n_real: number of real atoms,
+    host_index [na − n_real]: real atom each virtual atom belongs to; coords [nf, na, 3] Å;
+    cells [nf, 3, 3] Å (rows = lattice vectors); energies [nf] eV; forces [nf, n_real, 3] eV/Å;
+    virials [nf, 3, 3] eV or None; moments [nf, n_real] μB (|moment| per real atom, NaN where
+    unknown) or None.  `neighbours` is filled by the trainer with the model's neighbour data.
+    """
+
+    name: str
+    atom_types: np.ndarray
+    n_real: int
+    host_index: np.ndarray
+    coords: np.ndarray
+    cells: np.ndarray
+    energies: np.ndarray
+    forces: np.ndarray
+    virials: np.ndarray | None
+    moments: np.ndarray | None
+    nopbc: bool = False
+    batch_size: int = 1
+    neighbours: object = None
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.atom_types.shape[0])
+
+    def select(self, frames: np.ndarray) -> "LabelledSystem":
+        """The same system restricted to `frames` (index array)."""
+        pick = lambda a: None if a is None else a[frames]  # noqa: E731
+        return dataclasses.replace(
+            self, coords=self.coords[frames], cells=self.cells[frames], energies=self.energies[frames],
+            forces=self.forces[frames], virials=pick(self.virials), moments=pick(self.moments), neighbours=None,
+        )
+
+
+def virtual_layout(system, type_map: list[str]) -> tuple[int, np.ndarray]:
+    """(n_real, host_index [M]) of a dataset System, from the augment-spin record.
+
+    A system without virtual spin atoms gives (n_atoms, []).  Virtual atoms without a record
+    (a hand-made file) are an error rather than a guess.
+    """
+    from cathodeml import spin
+
+    layout = spin.read_spin_layout(system, type_map)
+    if layout is not None:
+        return int(layout.n_real), np.asarray(layout.host_index, dtype=np.int64)
+    if any(type_map[t].endswith(SPIN_SUFFIX) for t in np.unique(system.atom_types)):
+        raise CathodemlError(f"system {system.name} has {SPIN_SUFFIX} atoms but no augment-spin record; "
+                             "make spin datasets with `cathodeml augment-spin`")
+    return system.n_atoms, np.zeros(0, dtype=np.int64)
+
+
+def labelled_systems(dataset, where: str, need_labels: bool = True) -> list[LabelledSystem]:
+    """Turn a Dataset into LabelledSystems (systems without energies/forces are an error)."""
+    out = []
+    for s in dataset.systems:
+        if s.n_frames == 0:
+            continue
+        if need_labels and (s.energies is None or s.forces is None):
+            raise CathodemlError(f"{where}: system {s.name} has no energy or force labels; "
+                                 "train and test need both (ingest VASP runs that finished)")
+        n_real, host_index = virtual_layout(s, dataset.type_map)
+        bad = ~np.isfinite(s.energies) | ~np.isfinite(s.forces[:, :n_real]).all(axis=(1, 2))
+        if bad.any():
+            raise CathodemlError(f"{where}: system {s.name} frame {int(np.flatnonzero(bad)[0])} has a non-finite "
+                                 "energy or force label; remove it (e.g. re-ingest without unconverged runs)")
+        out.append(LabelledSystem(
+            name=s.name, atom_types=np.asarray(s.atom_types, dtype=np.int64), n_real=n_real,
+            host_index=host_index, coords=np.asarray(s.coords, dtype=np.float64),
+            cells=np.asarray(s.cells, dtype=np.float64), energies=np.asarray(s.energies, dtype=np.float64),
+            forces=np.asarray(s.forces[:, :n_real], dtype=np.float64),
+            virials=None if s.virials is None else np.asarray(s.virials, dtype=np.float64),
+            moments=_moment_magnitudes(s, n_real), nopbc=bool(s.nopbc),
+        ))
+    if not out:
+        raise CathodemlError(f"{where}: no frames to use")
+    return out
+
+
+def _moment_magnitudes(system, n_real: int) -> np.ndarray | None:
+    if "magmom" in system.frame_data:
+        m = np.abs(np.asarray(system.frame_data["magmom"], dtype=np.float64))
+    elif "spin" in system.frame_data:
+        m = np.linalg.norm(np.asarray(system.frame_data["spin"], dtype=np.float64), axis=-1)
+    else:
+        return None
+    return m[:, :n_real]
+
+
+def split_validation(systems: list[LabelledSystem], fraction: float, rng: np.random.Generator):
+    """Hold out ⌈fraction·nf⌉ random frames of each system with ≥ 2 frames; return (train, valid)."""
+    train, valid = [], []
+    for s in systems:
+        n_valid = math.ceil(fraction * s.n_frames) if s.n_frames >= 2 and fraction > 0 else 0
+        order = rng.permutation(s.n_frames)
+        if n_valid:
+            valid.append(s.select(np.sort(order[:n_valid])))
+        train.append(s.select(np.sort(order[n_valid:])))
+    return train, valid
+
+
+def assign_batch_sizes(systems: list[LabelledSystem], spec: int | str) -> None:
+    """Set each system's batch size from an int or 'auto[:n]' (≥ n atoms per batch)."""
+    for s in systems:
+        s.batch_size = min(auto_batch_size(spec, s.n_real), s.n_frames)
+
+
+class FrameSampler:
+    """Chooses (system, frames) for each step, reproducibly and restartably.
+
+    A system is picked with probability ∝ its number of batches (frames / batch size); its frames
+    are visited in a shuffled order, reshuffled when exhausted.  `state()` / `set_state()`
+    capture everything, so a restarted run continues the same sequence.
+    """
+
+    def __init__(self, systems: list[LabelledSystem], seed: int):
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        n_batches = np.array([s.n_frames / s.batch_size for s in systems], dtype=np.float64)
+        self.probabilities = n_batches / n_batches.sum()
+        self.sizes = [s.n_frames for s in systems]
+        self.batch_sizes = [s.batch_size for s in systems]
+        self.orders = [self.rng.permutation(n) for n in self.sizes]
+        self.cursors = [0] * len(systems)
+
+    def next(self) -> tuple[int, np.ndarray]:
+        """(system index, frame indices [batch_size]) for the next step."""
+        k = int(self.rng.choice(len(self.sizes), p=self.probabilities)) if len(self.sizes) > 1 else 0
+        take = []
+        need = self.batch_sizes[k]
+        while need:
+            if self.cursors[k] >= self.sizes[k]:
+                self.orders[k] = self.rng.permutation(self.sizes[k])
+                self.cursors[k] = 0
+            chunk = self.orders[k][self.cursors[k]:self.cursors[k] + need]
+            self.cursors[k] += len(chunk)
+            need -= len(chunk)
+            take.append(chunk)
+        return k, np.concatenate(take)
+
+    def state(self) -> dict:
+        """JSON-able generator state plus permutations and cursors."""
+        return {"rng": self.rng.bit_generator.state, "orders": [o.tolist() for o in self.orders],
+                "cursors": list(self.cursors)}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.orders = [np.asarray(o, dtype=np.int64) for o in state["orders"]]
+        self.cursors = [int(c) for c in state["cursors"]]
+
+
+def energy_bias(systems: list[LabelledSystem], n_types: int) -> np.ndarray:
+    """Per-type energy bias [n_types] (eV/atom) by least squares E_frame ≈ Σ_t n_t·b_t.
+
+    Only real atoms count, and only types present among them are fitted; virtual spin types and
+    absent types get 0.  With a single composition the minimum-norm solution spreads the energy
+    over the types present (as DeePMD-kit's lstsq does); the network learns the rest.
+    """
+    from cathodeml.model.stats import fit_type_bias
+
+    counts = np.concatenate([
+        np.repeat(np.bincount(s.atom_types[: s.n_real], minlength=n_types)[None].astype(np.float64), s.n_frames, axis=0)
+        for s in systems])
+    energies = np.concatenate([s.energies for s in systems])
+    use = np.flatnonzero(counts.sum(axis=0) > 0)
+    bias = np.zeros(n_types)
+    bias[use] = fit_type_bias(counts[:, use], energies)
+    return bias
+
+
+def max_neighbour_counts(systems: list[LabelledSystem], rcut: float, n_types: int, max_frames: int = 0) -> np.ndarray:
+    """Largest number of neighbours of each type within `rcut` (Å) around any atom, over frames.
+
+    Counts real and virtual atoms alike (virtual atoms are neighbours in the descriptor).
+    `max_frames` > 0 limits the frames examined per system (evenly spaced).
+    """
+    from vesin import NeighborList
+
+    finder = NeighborList(cutoff=rcut, full_list=True)
+    best = np.zeros(n_types, dtype=np.int64)
+    for s in systems:
+        frames = np.arange(s.n_frames)
+        if max_frames and s.n_frames > max_frames:
+            frames = np.unique(np.linspace(0, s.n_frames - 1, max_frames).astype(int))
+        for f in frames:
+            box = np.zeros((3, 3)) if s.nopbc else s.cells[f]
+            i, j = finder.compute(s.coords[f], box, not s.nopbc, quantities="ij")
+            counts = np.zeros((s.n_atoms, n_types), dtype=np.int64)
+            np.add.at(counts, (i, s.atom_types[j]), 1)
+            best = np.maximum(best, counts.max(axis=0))
+    return best
+
+
+def auto_sel(systems: list[LabelledSystem], rcut: float, n_types: int, spec: str) -> list[int]:
+    """sel from data: max neighbour count per type × factor, rounded up to a multiple of 4."""
+    factor = parse_auto(spec, 1.1)
+    counts = max_neighbour_counts(systems, rcut, n_types)
+    return [max(4, 4 * ((int(c * factor) + 3) // 4)) for c in counts]

@@ -1,0 +1,194 @@
+"""`cathodeml test`: a trained model's errors on labelled data, broken down as the papers report them.
+
+Predictions use the same jitted per-frame function as training (forces of virtual spin atoms
+folded onto their hosts), vmapped over chunks of frames, so a test number is exactly what
+training optimised.  Errors are reported per system, per element (force components of that
+element's atoms), per atomic spin state (element and moment group, from the dataset's moments,
+states split where sorted |m| jumps by more than 0.5 μB) and per frame spin configuration
+(energies of frames with the same count of atoms in each state), in meV/atom and meV/Å.
+A model trained on spin data rebuilds the virtual atoms of a plain dataset from its recorded
+spin settings, so the same file can be tested with and without spin models.  Plots and JSON
+are written by the command; this module only computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cathodeml import enable_float64
+from cathodeml.errors import CathodemlError, TypeMapError
+from cathodeml.train.data import LabelledSystem, labelled_systems
+from cathodeml.train.trainer import predict_frame
+
+enable_float64()
+
+MEV = 1000.0
+STATE_GAP_MUB = 0.5
+
+
+def systems_for_model(model, dataset, where: str) -> list[LabelledSystem]:
+    """Labelled systems of `dataset` in the model's type map, with virtual atoms if the model has spin.
+
+    A plain dataset tested with a spin model is augmented with the model's spin settings; an
+    augmented dataset must carry the same settings as the model.
+    """
+    from cathodeml import spin
+    from cathodeml.io.dataset import Dataset, remap_types
+
+    data_spin = spin.dataset_spin_settings(dataset)
+    if model.spin is not None:
+        settings = spin.SpinSettings.from_dict(model.spin)
+        if data_spin is None:
+            dataset, _ = spin.augment_dataset(dataset, settings)
+        elif data_spin != settings:
+            raise CathodemlError(f"{where} was augmented with spin settings {data_spin.to_dict()} but the model "
+                                 f"was trained with {settings.to_dict()}; test on the plain data (virtual atoms "
+                                 "are rebuilt) or on data augmented like the training set")
+    elif data_spin is not None:
+        raise CathodemlError(f"{where} has virtual spin atoms but the model was trained without spin; "
+                             "test on the stripped data (`cathodeml augment-spin --strip`)")
+    model_map = list(model.config.type_map)
+    systems = []
+    for s in dataset.systems:
+        try:
+            types = remap_types(s.atom_types, dataset.type_map, model_map, where=f"{where}:{s.name}")
+        except TypeMapError as exc:
+            raise TypeMapError(f"{exc}; the model knows only {','.join(model_map)}") from None
+        systems.append(dataclasses.replace(s, atom_types=types))
+    return labelled_systems(Dataset(model_map, systems, dataset.attrs), where)
+
+
+@partial(jax.jit, static_argnames=("config", "n_real"))
+def _predict_chunk(params, stats, coords, cells, nbr, host_index, *, config, n_real):
+    predict = jax.vmap(predict_frame, in_axes=(None, None, None, 0, 0, 0, None, None, None))
+    e, f, _ = predict(config, params, stats, coords, cells, nbr, n_real, host_index, False)
+    return e, f
+
+
+def predict_system(model, system: LabelledSystem, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Model energies [nf] (eV) and forces on real atoms [nf, n_real, 3] (eV/Å) for every frame.
+
+    Frames go through in chunks of `chunk` (the last one padded by repeating a frame, so one
+    compilation serves the system).
+    """
+    from cathodeml.model.neighbors import build_neighbor_lists
+
+    cfg = model.config
+    nf = system.n_frames
+    cells = np.zeros((nf, 3, 3)) if system.nopbc else system.cells
+    chunk = min(chunk, nf)
+    energies, forces = [], []
+    capacity = None
+    nbr_all = build_neighbor_lists(system.coords, None if system.nopbc else system.cells, system.atom_types,
+                                   cfg.rcut, cfg.ntypes, capacity=capacity)
+    host = jnp.asarray(system.host_index)
+    for start in range(0, nf, chunk):
+        idx = np.arange(start, start + chunk)
+        idx = np.minimum(idx, nf - 1)
+        nbr = jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], nbr_all)
+        e, f = _predict_chunk(model.params, model.stats, system.coords[idx], cells[idx], nbr, host,
+                              config=cfg, n_real=system.n_real)
+        keep = min(chunk, nf - start)
+        energies.append(np.asarray(e)[:keep])
+        forces.append(np.asarray(f)[:keep])
+    return np.concatenate(energies), np.concatenate(forces)
+
+
+def _errors(diff: np.ndarray) -> dict:
+    diff = np.asarray(diff, dtype=np.float64).ravel()
+    if diff.size == 0:
+        return {"rmse": float("nan"), "mae": float("nan"), "n": 0}
+    return {"rmse": float(np.sqrt(np.mean(diff ** 2))), "mae": float(np.mean(np.abs(diff))), "n": int(diff.size)}
+
+
+def _scaled(err: dict, factor: float, unit: str) -> dict:
+    return {"rmse": err["rmse"] * factor, "mae": err["mae"] * factor, "n": err["n"], "unit": unit}
+
+
+def atom_spin_states(systems: list[LabelledSystem], type_map, gap: float = STATE_GAP_MUB) -> dict:
+    """Per element with moments: spin states as sorted-|m| groups, [{"center", "min", "max", "count"}] μB.
+
+    Elements whose moments never exceed 0.5 μB (e.g. Li, O) are left out.
+    """
+    from cathodeml.spin import spin_states
+
+    values: dict[int, list[np.ndarray]] = {}
+    for s in systems:
+        if s.moments is None:
+            continue
+        for t in np.unique(s.atom_types[: s.n_real]):
+            m = s.moments[:, s.atom_types[: s.n_real] == t].ravel()
+            values.setdefault(int(t), []).append(m[np.isfinite(m)])
+    out = {}
+    for t, chunks in values.items():
+        v = np.concatenate(chunks)
+        if v.size and v.max() > gap:
+            out[type_map[t]] = spin_states(v, gap)
+    return out
+
+
+def _state_index(moments: np.ndarray, states: list[dict]) -> np.ndarray:
+    centers = np.array([st["center"] for st in states])
+    idx = np.abs(np.nan_to_num(moments, nan=np.inf)[..., None] - centers).argmin(axis=-1)
+    return np.where(np.isfinite(moments), idx, -1)
+
+
+def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarray, np.ndarray]], type_map) -> dict:
+    """Every error figure: overall, per system, per element, per atomic spin state and per frame
+    spin configuration.  Energies in meV/atom, forces in meV/Å (component-wise RMSE and MAE)."""
+    type_map = list(type_map)
+    states = atom_spin_states(systems, type_map)
+    e_diff, f_diff = [], []
+    per_system, per_element, per_state, per_config = [], {}, {}, {}
+    for s, (e_pred, f_pred) in zip(systems, predictions):
+        de = (e_pred - s.energies) / s.n_real
+        df = f_pred - s.forces
+        e_diff.append(de)
+        f_diff.append(df.ravel())
+        per_system.append({"name": s.name, "frames": s.n_frames, "atoms": s.n_real,
+                           "energy": _scaled(_errors(de), MEV, "meV/atom"), "force": _scaled(_errors(df), MEV, "meV/Å")})
+        real_types = s.atom_types[: s.n_real]
+        for t in np.unique(real_types):
+            per_element.setdefault(type_map[t], []).append(df[:, real_types == t].ravel())
+        labels = [""] * s.n_frames
+        for element, st in states.items():
+            t = type_map.index(element)
+            cols = np.flatnonzero(real_types == t)
+            if s.moments is None or cols.size == 0:
+                continue
+            idx = _state_index(s.moments[:, cols], st)
+            for k, group in enumerate(st):
+                name = f"{element} {group['center']:.1f} μB"
+                mask = idx == k
+                per_state.setdefault(name, []).append(df[:, cols][mask].ravel())
+            for f in range(s.n_frames):
+                counts = np.bincount(idx[f][idx[f] >= 0], minlength=len(st))
+                part = " ".join(f"{n}×{st[k]['center']:.1f}" for k, n in enumerate(counts) if n)
+                labels[f] += f"{element}[{part}] "
+        for f, label in enumerate(labels):
+            if label:
+                per_config.setdefault(f"{s.name}: {label.strip()}", []).append(de[f])
+    report = {
+        "overall": {"frames": int(sum(s.n_frames for s in systems)),
+                    "energy": _scaled(_errors(np.concatenate(e_diff)), MEV, "meV/atom"),
+                    "force": _scaled(_errors(np.concatenate(f_diff)), MEV, "meV/Å")},
+        "systems": per_system,
+        "elements": {el: {"force": _scaled(_errors(np.concatenate(v)), MEV, "meV/Å")} for el, v in per_element.items()},
+        "spin_states": {name: {"force": _scaled(_errors(np.concatenate(v)), MEV, "meV/Å")} for name, v in per_state.items()},
+        "spin_configurations": {name: {"energy": _scaled(_errors(np.array(v)), MEV, "meV/atom")}
+                                for name, v in per_config.items()},
+        "state_definitions": states,
+    }
+    return report
+
+
+def parity_data(systems: list[LabelledSystem], predictions) -> dict:
+    """Arrays for parity plots: energy per atom (eV/atom) and force components (eV/Å), by system."""
+    return {s.name: {"energy_dft": s.energies / s.n_real, "energy_model": e / s.n_real,
+                     "force_dft": s.forces.ravel(), "force_model": f.ravel()}
+            for s, (e, f) in zip(systems, predictions)}

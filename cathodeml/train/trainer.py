@@ -1,0 +1,578 @@
+"""The training loop: one jitted Adam step per batch, checkpoints that restart bit for bit.
+
+Design.  Everything a step needs lives on the device before the loop starts: per system the
+coordinates, cells, labels and the model's neighbour lists of *all* its frames (built once, on the
+host, with one capacity per system).  A step receives only the batch's frame indices, the learning
+rate and the three loss prefactors -- small traced values -- so each system shape compiles
+exactly once and nothing else crosses between host and device inside the loop, except the
+metrics fetched at display steps.  Forces come from −∂E/∂r and the virial from the strain
+derivative of the model's energy; the forces of virtual spin atoms are folded onto their hosts
+(their positions move rigidly with the host, ∂R_v/∂R_host = 1), and only real atoms enter the loss.
+Several local devices split each batch along frames (jax sharding; parameters replicated), which
+is the same mean gradient as one device.  The random state (numpy PCG64 for batches, stored in
+the checkpoint with the optimiser state and the step) makes `--restart` continue exactly the run
+that was interrupted.  No printing here: the caller passes `progress` and `should_stop` hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import signal
+import time
+from functools import partial
+from pathlib import Path
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cathodeml import enable_float64
+from cathodeml.errors import CathodemlError
+from cathodeml.io.atomic import atomic_output
+from cathodeml.model.config import ModelConfig
+from cathodeml.model.neighbors import build_neighbor_lists
+from cathodeml.model.potential import default_stats, energy, init_params
+from cathodeml.model.stats import descriptor_stats
+from cathodeml.train.config import TrainConfig
+from cathodeml.train.data import (FrameSampler, LabelledSystem, auto_sel, energy_bias)
+from cathodeml.train.loss import (ExponentialDecay, energy_force_virial_loss, fold_virtual_forces, prefactors)
+
+enable_float64()
+
+CHECKPOINT_KIND = "checkpoint"
+
+
+# ----------------------------------------------------------------------------- model set-up
+
+
+def model_config_for(settings, type_map: list[str], systems: list[LabelledSystem]) -> ModelConfig:
+    """The ModelConfig of a run: `sel` resolved ("auto" from the data; a list given for the real
+    types only is extended to the virtual `<El>_spin` types with their host element's value)."""
+    n_types = len(type_map)
+    if isinstance(settings.sel, str):
+        sel = auto_sel(systems, settings.rcut, n_types, settings.sel)
+    else:
+        sel = list(settings.sel)
+        if len(sel) < n_types:
+            real = [t for t in type_map if not t.endswith("_spin")]
+            if len(sel) != len(real):
+                raise CathodemlError(f"model.sel has {len(sel)} entries for {len(real)} element types "
+                                     f"({','.join(real)}); give one per type or 'auto'")
+            by_name = dict(zip(real, sel))
+            sel = [by_name[t] if t in by_name else by_name[t[: -len("_spin")]] for t in type_map]
+        elif len(sel) > n_types:
+            raise CathodemlError(f"model.sel has {len(sel)} entries but the type map {','.join(type_map)} "
+                                 f"has {n_types}")
+    return ModelConfig(
+        type_map=tuple(type_map), sel=tuple(int(s) for s in sel), rcut=settings.rcut, rcut_smth=settings.rcut_smth,
+        embedding_neurons=tuple(settings.embedding_neurons), axis_neuron=settings.axis_neuron,
+        type_one_side=settings.type_one_side, embedding_resnet_dt=settings.embedding_resnet_dt,
+        fitting_neurons=tuple(settings.fitting_neurons), fitting_resnet_dt=settings.fitting_resnet_dt,
+        activation=settings.activation, precision=settings.precision,
+    )
+
+
+def prepare_neighbours(config: ModelConfig, systems: list[LabelledSystem]) -> None:
+    """Build every frame's neighbour list once (host, vesin) and attach it to its system."""
+    for s in systems:
+        cells = None if s.nopbc else s.cells
+        s.neighbours = build_neighbor_lists(s.coords, cells, s.atom_types, config.rcut, config.ntypes)
+
+
+def initial_model(config: ModelConfig, systems: list[LabelledSystem], seed: int, stat_frames: int) -> tuple[dict, dict]:
+    """Fresh parameters (from `seed`) and statistics: davg/dstd from up to `stat_frames` frames
+    per system (1/Å) and the per-type energy bias (eV) by least squares over all training frames,
+    fitted on the real types only (virtual spin types get 0: their count is tied to their hosts')."""
+    params = init_params(config, jax.random.PRNGKey(seed))
+    stats = default_stats(config)
+    stats["davg"], stats["dstd"] = descriptor_stats(
+        config, [(s.coords[:stat_frames], None if s.nopbc else s.cells[:stat_frames], s.atom_types) for s in systems])
+    stats["type_bias"] = energy_bias(systems, config.ntypes)
+    return params, stats
+
+
+# ----------------------------------------------------------------------------- device data and the step
+
+
+def _take(nbr, frames):
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[frames], nbr)
+
+
+@dataclasses.dataclass
+class DeviceSystem:
+    """One system's arrays on the device (leading frame axis) plus its static description."""
+
+    name: str
+    n_real: int
+    host_index: object
+    has_virial: bool
+    arrays: dict
+    n_frames: int
+    batch_size: int
+
+
+def to_device(system: LabelledSystem, sharding=None) -> DeviceSystem:
+    """Move a prepared system (neighbour lists built) onto the device(s)."""
+    put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
+    nf = system.n_frames
+    arrays = {
+        "coords": system.coords,
+        "cells": np.zeros((nf, 3, 3)) if system.nopbc else system.cells,
+        "energies": system.energies,
+        "forces": system.forces,
+        "virials": system.virials if system.virials is not None else np.zeros((nf, 3, 3)),
+        "nbr": system.neighbours,
+    }
+    arrays = jax.tree_util.tree_map(put, arrays)
+    return DeviceSystem(system.name, system.n_real, put(system.host_index), system.virials is not None,
+                        arrays, nf, system.batch_size)
+
+
+def predict_frame(config: ModelConfig, params, stats, coords, cell, nbr, n_real: int, host_index, want_virial: bool):
+    """(E eV, forces on real atoms [n_real, 3] eV/Å, virial [3, 3] eV) of one frame.
+
+    Forces are −∂E/∂r with virtual-atom forces added to their hosts; the virial is −∂E/∂ε under
+    r → r(1+ε), cell → cell(1+ε) (zeros when not wanted).
+    """
+    dtype = coords.dtype
+    if want_virial:
+        def strained(pos, strain):
+            deform = jnp.eye(3, dtype=dtype) + strain
+            return energy(config, params, stats, pos @ deform, cell @ deform, nbr)
+
+        e, (dpos, dstrain) = jax.value_and_grad(strained, argnums=(0, 1))(coords, jnp.zeros((3, 3), dtype))
+        virial = -dstrain
+    else:
+        e, dpos = jax.value_and_grad(lambda pos: energy(config, params, stats, pos, cell, nbr))(coords)
+        virial = jnp.zeros((3, 3), dtype)
+    forces = fold_virtual_forces(-dpos, n_real, host_index)
+    return e, forces, virial
+
+
+def _batch_loss(params, config, stats, batch, n_real, host_index, has_virial, pref):
+    predict = jax.vmap(predict_frame, in_axes=(None, None, None, 0, 0, 0, None, None, None))
+    e, f, v = predict(config, params, stats, batch["coords"], batch["cells"], batch["nbr"], n_real, host_index,
+                      has_virial)
+    pred = {"energy": e, "force": f, "virial": v}
+    label = {"energy": batch["energies"], "force": batch["forces"], "virial": batch["virials"]}
+    loss, metrics = energy_force_virial_loss(pred, label, n_real, pref, has_virial)
+    metrics["loss"] = loss
+    return loss, metrics
+
+
+def _gather(arrays, frames, batch_sharding):
+    batch = jax.tree_util.tree_map(lambda x: x[frames], arrays)
+    if batch_sharding is not None:
+        batch = jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), batch)
+    return batch
+
+
+@partial(jax.jit, static_argnames=("config", "n_real", "has_virial", "batch_sharding"))
+def train_step(params, opt_state, stats, arrays, frames, lr, pref, host_index, *, config, n_real, has_virial,
+               batch_sharding=None):
+    """One Adam step on the frames `frames` of one system; returns (params, opt_state, metrics).
+
+    lr (1/step) and pref [p_e, p_f, p_v] are traced, so the step compiles once per system shape.
+    """
+    batch = _gather(arrays, frames, batch_sharding)
+    grads, metrics = jax.grad(lambda p: _batch_loss(p, config, stats, batch, n_real, host_index, has_virial, pref),
+                              has_aux=True)(params)
+    updates, opt_state = _ADAM.update(grads, opt_state, params)
+    params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
+    return params, opt_state, metrics
+
+
+@partial(jax.jit, static_argnames=("config", "n_real", "has_virial"))
+def evaluate_batch(params, stats, arrays, frames, pref, host_index, *, config, n_real, has_virial):
+    """Loss metrics (mean squares) of the model on the frames `frames` of one system."""
+    batch = _gather(arrays, frames, None)
+    _, metrics = _batch_loss(params, config, stats, batch, n_real, host_index, has_virial, pref)
+    return metrics
+
+
+# Adam with DeePMD-kit's (and PyTorch's) constants; the learning rate is applied in the step.
+_ADAM = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Outcome of `train`: final parameters, last metrics, and how the run ended."""
+
+    params: dict
+    stats: dict
+    step: int
+    interrupted: bool
+    history: list[dict]
+    seconds: float
+    steps_per_second: float
+    final: dict
+
+
+@dataclasses.dataclass
+class RunState:
+    """Everything a checkpoint restores: weights, optimiser state, batch sampler, step."""
+
+    params: dict
+    opt_state: object
+    stats: dict
+    step: int
+    sampler_state: dict | None = None
+
+
+def data_fingerprint(systems: list[LabelledSystem]) -> str:
+    """sha256 over the training frames' shapes, coordinates and labels (for restart checks)."""
+    h = hashlib.sha256()
+    for s in systems:
+        for a in (s.atom_types, s.coords, s.energies, s.forces):
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _devices_and_shardings(batch_sizes: list[int]):
+    devices = jax.local_devices()
+    if len(devices) < 2:
+        return 1, None, None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    if any(b % len(devices) for b in batch_sizes):
+        raise CathodemlError(f"{len(devices)} devices need a batch size divisible by {len(devices)} "
+                             f"(got {sorted(set(batch_sizes))}); set training.batch_size accordingly")
+    mesh = Mesh(np.array(devices), ("frames",))
+    return len(devices), NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("frames"))
+
+
+def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSystem],
+          valid_systems: list[LabelledSystem], settings: TrainConfig, *, lcurve_path: Path,
+          checkpoint_path: Path, extra_checkpoint: dict | None = None, progress=None, should_stop=None) -> TrainResult:
+    """Run the optimisation from `state` to settings.training.steps.
+
+    Neighbour lists must be prepared (`prepare_neighbours`).  Writes lcurve.out (appending from
+    state.step on a restart, after dropping lines past it) and checkpoints every save_freq steps,
+    at the end and when `should_stop()` turns true (then returns with interrupted=True).
+    `progress(step, total, info)` is called after every step; info holds the latest RMSEs.
+    """
+    t_cfg, loss_cfg = settings.training, settings.loss
+    schedule = ExponentialDecay(settings.learning_rate.start_lr, settings.learning_rate.stop_lr,
+                                settings.learning_rate.decay_steps, t_cfg.steps)
+    n_dev, replicated, by_frames = _devices_and_shardings([s.batch_size for s in train_systems])
+    train_dev = [to_device(s, replicated) for s in train_systems]
+    valid_dev = [to_device(s, replicated) for s in valid_systems]
+    valid_frames = [np.arange(s.n_frames if not t_cfg.valid_frames else min(s.n_frames, t_cfg.valid_frames))
+                    for s in valid_systems]
+    has_virial = any(s.has_virial for s in train_dev) and (loss_cfg.start_pref_v > 0 or loss_cfg.limit_pref_v > 0)
+
+    sampler = FrameSampler(train_systems, t_cfg.seed)
+    if state.sampler_state is not None:
+        sampler.set_state(state.sampler_state)
+    put = (lambda x: jax.device_put(x, replicated)) if replicated is not None else jnp.asarray
+    params = jax.tree_util.tree_map(put, state.params)
+    stats_dev = jax.tree_util.tree_map(put, state.stats)
+    opt_state = jax.tree_util.tree_map(put, state.opt_state)
+    fingerprint = data_fingerprint(train_systems)
+
+    def save(step: int) -> None:
+        write_checkpoint(checkpoint_path, config, settings, RunState(params, opt_state, state.stats, step, sampler.state()),
+                         fingerprint, extra_checkpoint or {})
+
+    _prepare_lcurve(lcurve_path, state.step, has_virial)
+    history: list[dict] = []
+    step = state.step
+    interrupted = False
+    t0 = time.perf_counter()
+    first_step_time = None
+    info: dict = {}
+    with open(lcurve_path, "a") as lcurve:
+        while step < t_cfg.steps:
+            lr = schedule(step)
+            pref = prefactors(loss_cfg, lr, settings.learning_rate.start_lr)
+            k, frames = sampler.next()
+            s = train_dev[k]
+            params, opt_state, metrics = train_step(
+                params, opt_state, stats_dev, s.arrays, frames, lr, pref, s.host_index,
+                config=config, n_real=s.n_real, has_virial=has_virial and s.has_virial,
+                batch_sharding=by_frames)
+            step += 1
+            if first_step_time is None:
+                jax.block_until_ready(params)
+                first_step_time = time.perf_counter()
+            if step % t_cfg.disp_freq == 0 or step == 1 or step == t_cfg.steps:
+                trn = _rmse(metrics, s.n_real)
+                val = _validate(params, stats_dev, valid_dev, valid_frames, pref, config, has_virial) if valid_dev else None
+                row = {"step": step, "lr": lr, "train": trn, "valid": val}
+                history.append(row)
+                lcurve.write(_lcurve_row(row, has_virial))
+                lcurve.flush()
+                info = row
+            if step % t_cfg.save_freq == 0 and step < t_cfg.steps:
+                save(step)
+            if progress is not None:
+                progress(step, t_cfg.steps, info)
+            if should_stop is not None and should_stop():
+                interrupted = True
+                break
+    jax.block_until_ready(params)
+    elapsed = time.perf_counter() - t0
+    timed_steps = step - state.step - 1
+    rate = timed_steps / (time.perf_counter() - first_step_time) if first_step_time and timed_steps > 0 else float("nan")
+    save(step)
+    params_host = jax.tree_util.tree_map(np.asarray, params)
+    final = {}
+    if valid_dev:
+        pref = prefactors(loss_cfg, schedule(step), settings.learning_rate.start_lr)
+        final["valid"] = _validate(params, stats_dev, valid_dev, [np.arange(s.n_frames) for s in valid_systems],
+                                   pref, config, has_virial)
+    return TrainResult(params_host, state.stats, step, interrupted, history, elapsed, rate, final)
+
+
+def new_run_state(params: dict, stats: dict) -> RunState:
+    """The state of a run that has not started: Adam moments zero, step 0."""
+    return RunState(params=params, opt_state=_ADAM.init(params), stats=stats, step=0)
+
+
+def _rmse(metrics: dict, n_real: int) -> dict:
+    m = {k: float(v) for k, v in metrics.items()}
+    out = {"rmse": float(np.sqrt(m["loss"])), "rmse_e": float(np.sqrt(m["mse_e"]) / n_real),
+           "rmse_f": float(np.sqrt(m["mse_f"]))}
+    if "mse_v" in m:
+        out["rmse_v"] = float(np.sqrt(m["mse_v"]) / n_real)
+    return out
+
+
+def _validate(params, stats, systems: list[DeviceSystem], frames_per_system, pref, config, has_virial) -> dict:
+    """RMSEs pooled over validation frames: energy and virial per atom (eV), force (eV/Å), √loss."""
+    totals = {"loss": 0.0, "e": 0.0, "f": 0.0, "v": 0.0}
+    n_frames = n_force = 0
+    for s, frames in zip(systems, frames_per_system):
+        m = evaluate_batch(params, stats, s.arrays, frames, pref, s.host_index, config=config, n_real=s.n_real,
+                           has_virial=has_virial and s.has_virial)
+        nf = len(frames)
+        totals["loss"] += float(m["loss"]) * nf
+        totals["e"] += float(m["mse_e"]) / s.n_real ** 2 * nf
+        totals["f"] += float(m["mse_f"]) * nf * s.n_real
+        if "mse_v" in m:
+            totals["v"] += float(m["mse_v"]) / s.n_real ** 2 * nf
+        n_frames += nf
+        n_force += nf * s.n_real
+    out = {"rmse": np.sqrt(totals["loss"] / n_frames), "rmse_e": np.sqrt(totals["e"] / n_frames),
+           "rmse_f": np.sqrt(totals["f"] / n_force)}
+    if has_virial:
+        out["rmse_v"] = np.sqrt(totals["v"] / n_frames)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _lcurve_row(row: dict, has_virial: bool) -> str:
+    from cathodeml.train.loss import lcurve_line
+
+    keys = ["rmse", "rmse_e", "rmse_f"] + (["rmse_v"] if has_virial else [])
+    trn = [row["train"].get(k, float("nan")) for k in keys]
+    val = [row["valid"].get(k, float("nan")) for k in keys] if row["valid"] else [float("nan")] * len(keys)
+    return lcurve_line(row["step"], val, trn, row["lr"])
+
+
+def _prepare_lcurve(path: Path, step: int, has_virial: bool) -> None:
+    """Fresh lcurve.out with its header at step 0; on a restart keep only rows up to `step`."""
+    from cathodeml.train.loss import lcurve_header
+
+    if step == 0 or not path.exists():
+        with atomic_output(path) as tmp:
+            tmp.write_text(lcurve_header(has_virial))
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if line.startswith("#") or (line.split() and int(line.split()[0]) <= step)]
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(kept))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def write_checkpoint(path: Path, config: ModelConfig, settings: TrainConfig, state: RunState, fingerprint: str,
+                     extra: dict) -> None:
+    """Write a restart file atomically: params, optimiser state and stats as float64 leaves, the
+    sampler state, step, both configs and the data fingerprint as JSON."""
+    params_leaves = jax.tree_util.tree_leaves(state.params)
+    opt_leaves = jax.tree_util.tree_leaves(state.opt_state)
+    with atomic_output(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            meta = {"kind": CHECKPOINT_KIND, "step": int(state.step), "model": config.to_dict(),
+                    "settings": settings.to_dict(), "sampler": state.sampler_state, "fingerprint": fingerprint,
+                    **extra}
+            f.attrs["cathodeml"] = json.dumps(meta)
+            for group, leaves in (("params", params_leaves), ("opt_state", opt_leaves)):
+                g = f.create_group(group)
+                for i, leaf in enumerate(leaves):
+                    g.create_dataset(f"{i:05d}", data=np.asarray(leaf))
+            g = f.create_group("stats")
+            for key, value in state.stats.items():
+                g.create_dataset(key, data=np.asarray(value))
+
+
+def read_checkpoint(path: Path) -> tuple[ModelConfig, dict, RunState]:
+    """(model config, metadata dict, RunState) from a checkpoint written by `write_checkpoint`."""
+    path = Path(path)
+    if not path.exists():
+        raise CathodemlError(f"{path}: no such checkpoint")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise CathodemlError(f"{path}: not a cathodeml checkpoint (cannot open as HDF5)") from None
+    with f:
+        meta = json.loads(f.attrs.get("cathodeml", "{}"))
+        if meta.get("kind") != CHECKPOINT_KIND:
+            raise CathodemlError(f"{path}: not a cathodeml checkpoint (kind {meta.get('kind')!r}); "
+                                 "give the checkpoint.h5 written by `cathodeml train`")
+        config = ModelConfig.from_dict(meta["model"])
+        template = init_params(config, jax.random.PRNGKey(0))
+        params = _unflatten(template, f["params"])
+        opt_state = _unflatten(_ADAM.init(template), f["opt_state"])
+        stats = {k: f["stats"][k][()] for k in f["stats"]}
+    return config, meta, RunState(params, opt_state, stats, int(meta["step"]), meta["sampler"])
+
+
+def _unflatten(template, group):
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    stored = [group[f"{i:05d}"][()] for i in range(len(group))]
+    if len(stored) != len(leaves) or any(np.shape(a) != np.shape(b) for a, b in zip(stored, leaves)):
+        raise CathodemlError("checkpoint does not match its model configuration (corrupt file?)")
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in stored])
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within the block, SIGINT and SIGTERM set a flag instead of killing the process.
+
+    Yields a function returning True once a signal arrived, so the loop can checkpoint and end
+    cleanly (HPC schedulers send SIGTERM before the time limit).  A second signal interrupts at once.
+    """
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    old = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield lambda: flag["stop"]
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+# ----------------------------------------------------------------------------- setting up a run
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything `train` needs, assembled from config, data files and (optionally) a checkpoint."""
+
+    config: ModelConfig
+    settings: TrainConfig
+    state: RunState
+    train_systems: list[LabelledSystem]
+    valid_systems: list[LabelledSystem]
+    spin: dict | None
+    data_paths: list[str]
+    valid_paths: list[str]
+    restarted_from: str | None = None
+
+
+def _read_all(paths: list[str], what: str):
+    from cathodeml.io.dataset import read_dataset
+
+    if not paths:
+        raise CathodemlError(f"no {what} data given; pass --data FILE (or list training.data in the config)")
+    return [(str(p), read_dataset(p)) for p in paths]
+
+
+def _unified_type_map(requested: tuple[str, ...], datasets) -> list[str]:
+    present: list[str] = []
+    for _, ds in datasets:
+        for s in ds.systems:
+            for t in np.unique(s.atom_types):
+                name = ds.type_map[t]
+                if name not in present:
+                    present.append(name)
+    if not requested:
+        real = [n for n in present if not n.endswith("_spin")]
+        return real + [n for n in present if n.endswith("_spin")]
+    type_map = list(requested) + [n for n in present if n.endswith("_spin") and n not in requested]
+    missing = [n for n in present if n not in type_map]
+    if missing:
+        raise CathodemlError(f"species {','.join(missing)} are in the data but not in model.type_map "
+                             f"{','.join(requested)}; add them or leave type_map empty")
+    return type_map
+
+
+def _spin_of(datasets) -> dict | None:
+    from cathodeml import spin
+
+    found = {json.dumps(None if (s := spin.dataset_spin_settings(ds)) is None else s.to_dict(), sort_keys=True)
+             for _, ds in datasets}
+    if len(found) > 1:
+        raise CathodemlError("the data files mix spin settings (or spin and plain data); augment all of them "
+                             "with the same `cathodeml augment-spin` options")
+    return json.loads(found.pop())
+
+
+def _as_systems(datasets, type_map: list[str]) -> list[LabelledSystem]:
+    from cathodeml.io.dataset import Dataset, remap_types
+    from cathodeml.train.data import labelled_systems
+
+    out = []
+    for path, ds in datasets:
+        systems = [dataclasses.replace(s, atom_types=remap_types(s.atom_types, ds.type_map, type_map, where=path),
+                                       name=f"{Path(path).name}:{s.name}" if len(datasets) > 1 else s.name)
+                   for s in ds.systems]
+        out += labelled_systems(Dataset(type_map, systems, ds.attrs), path)
+    return out
+
+
+def plan_run(settings: TrainConfig, restart: str | None = None) -> RunPlan:
+    """Read the data, split validation, resolve sel, build neighbour lists and either fresh
+    parameters and statistics or the state of `restart` (a checkpoint)."""
+    from cathodeml.train.data import assign_batch_sizes, split_validation
+
+    t = settings.training
+    train_sets = _read_all(list(t.data), "training")
+    valid_sets = _read_all(list(t.valid_data), "validation") if t.valid_data else []
+    spin = _spin_of(train_sets + valid_sets)
+    ckpt = read_checkpoint(Path(restart)) if restart else None
+    type_map = list(ckpt[0].type_map) if ckpt else _unified_type_map(settings.model.type_map, train_sets + valid_sets)
+    systems = _as_systems(train_sets, type_map)
+    if valid_sets:
+        train_systems, valid_systems = systems, _as_systems(valid_sets, type_map)
+    else:
+        train_systems, valid_systems = split_validation(systems, t.validation_fraction,
+                                                        np.random.Generator(np.random.PCG64(t.seed + 1)))
+    assign_batch_sizes(train_systems, t.batch_size)
+    assign_batch_sizes(valid_systems, 1)
+    if ckpt:
+        config, meta, state = ckpt
+        if meta.get("fingerprint") != data_fingerprint(train_systems):
+            raise CathodemlError(f"{restart} was written for different training data (or another seed / "
+                                 "validation split); restart with the same data and config")
+    else:
+        config = model_config_for(settings.model, type_map, train_systems)
+    prepare_neighbours(config, train_systems + valid_systems)
+    if not ckpt:
+        params, stats = initial_model(config, train_systems, settings.model.seed, t.stat_frames)
+        state = new_run_state(params, stats)
+    return RunPlan(config, settings, state, train_systems, valid_systems, spin,
+                   [p for p, _ in train_sets], [p for p, _ in valid_sets], restart)
