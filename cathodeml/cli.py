@@ -80,6 +80,10 @@ def _register() -> None:
 
     app.command("export", help=export.__doc__)(user_errors(export.export))
     app.command("import", help=import_model.__doc__)(user_errors(import_model.import_model))
+    from cathodeml.commands import test_model, train
+
+    app.command("train", help=train.__doc__)(user_errors(train.train))
+    app.command("test", help=test_model.__doc__)(user_errors(test_model.test_model))
 
 
 _register()
