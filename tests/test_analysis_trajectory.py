@@ -86,3 +86,19 @@ def test_missing_and_junk_files_are_user_errors(tmp_path):
     junk.write_text("this is not\na trajectory\n")
     with pytest.raises(CathodemlError):
         open_trajectory(junk)
+
+
+def test_info_describes_an_h5md_trajectory(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cathodeml.cli import app
+
+    x = _walk(n_frames=30)
+    write_h5md(tmp_path / "t.h5", x, CELL, ["Li"] * 8 + ["Cl"] * 4, ["Li", "Cl"], dt_fs=20.0, temperature_K=650.0)
+    result = CliRunner().invoke(app, ["info", "--json", str(tmp_path / "t.h5")])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["kind"] == "trajectory" and s["n_frames"] == 30 and s["composition"] == {"Li": 8, "Cl": 4}
+    assert s["duration_ps"] == pytest.approx(29 * 0.02) and s["volume_A3"] == pytest.approx(abs(np.linalg.det(CELL)))
