@@ -73,10 +73,22 @@ class PairList:
         return int(self.i.shape[0])
 
 
-def build_pair_list(positions, cell, cutoff: float, previous: PairList | None = None, growth: float = 1.25) -> PairList:
+def padded_capacity(n: int, margin: float = 1.25) -> int:
+    """Slots for n entries: n·margin rounded up to m·2^k with 8 ≤ m ≤ 15 (steps of ≤ 12.5 %).
+
+    Coarse steps mean a list rebuilt from scratch (at a checkpoint, or on restart) almost always
+    gets the shapes it had before -- no recompilation -- and always the same shapes for the same
+    positions, so a restarted run repeats the uninterrupted one's arithmetic.
+    """
+    need = max(int(np.ceil(n * margin)), 8)
+    k = max(need.bit_length() - 4, 0)
+    return -(-need // (1 << k)) * (1 << k)
+
+
+def build_pair_list(positions, cell, cutoff: float, previous: PairList | None = None) -> PairList:
     """All pairs closer than `cutoff` (Å) under periodic boundaries, each once, for unwrapped
     positions [N,3] Å and cell [3,3] Å.  Capacity is the previous one when that suffices, else
-    `growth` × the pair count, so a list never silently drops pairs."""
+    `padded_capacity` of the pair count, so a list never silently drops pairs."""
     from vesin import NeighborList
 
     positions = np.asarray(positions, dtype=float)
@@ -91,7 +103,7 @@ def build_pair_list(positions, cell, cutoff: float, previous: PairList | None = 
     n_pairs = len(i)
     capacity = previous.capacity if previous is not None else 0
     if n_pairs > capacity:
-        capacity = max(int(np.ceil(n_pairs * growth)), 16)
+        capacity = padded_capacity(n_pairs)
     pad = capacity - n_pairs
     return PairList(
         i=jnp.asarray(np.concatenate([i, np.zeros(pad, dtype=i.dtype)]).astype(np.int32)),

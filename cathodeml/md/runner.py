@@ -33,6 +33,7 @@ from cathodeml.md.potentials import Potential, energy_and_forces
 enable_float64()
 
 _OK, _REBUILD, _NONFINITE, _EXPLODED, _HOT, _CLOSE = 0, 1, 2, 3, 4, 5
+_KERNELS: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,9 +133,15 @@ class Simulation:
         t_ref = settings.temperature_K if settings.ensemble == "nvt" else max(settings.temperature_K, 0.0)
         self.max_temperature = settings.max_temperature_K or 5.0 * t_ref + 500.0
         self._step = integ.make_step(self.masses, settings.dt_fs, self.thermostat)
-        self._advance = jax.jit(self._advance_impl)
-        self._observables = jax.jit(self._observables_impl)
-        self._forces = jax.jit(lambda x, nbr: energy_and_forces(potential, x, self.cell, nbr))
+        # Simulations of the same potential, cell, masses and settings (a restart in the same
+        # process, the tests) share compiled kernels instead of compiling them again.
+        key = (potential, settings, np.asarray(masses, dtype=np.float64).tobytes(), np.asarray(cell, dtype=np.float64).tobytes())
+        if key not in _KERNELS:
+            if len(_KERNELS) >= 8:
+                _KERNELS.pop(next(iter(_KERNELS)))
+            _KERNELS[key] = (jax.jit(self._advance_impl), jax.jit(self._observables_impl),
+                             jax.jit(lambda x, nbr: energy_and_forces(potential, x, self.cell, nbr)))
+        self._advance, self._observables, self._forces = _KERNELS[key]
         self.neighbors = None
         self.reference_positions = None
         self.neighbor_builds = 0
