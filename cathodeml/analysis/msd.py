@@ -58,6 +58,11 @@ def to_fractional(positions: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return _times_matrices(positions, np.linalg.inv(cells))
 
 
+def to_cartesian(frac: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Fractional coordinates or displacements [nf, N, 3] in cells [nf, 3, 3] Å → Cartesian Å."""
+    return _times_matrices(frac, cells)
+
+
 def unwrap_with_images(positions: np.ndarray, images: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Continuous positions [nf, N, 3] Å from positions, image counts [nf, N, 3] and cells [nf, 3, 3] Å.
 

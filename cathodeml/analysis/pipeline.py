@@ -218,7 +218,7 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
         else:
             frac = msd_mod.to_fractional(p, cells)
             steps = msd_mod.minimum_image_steps(frac, prev_frac)
-            cart = np.einsum("fni,fij->fnj", steps, cells if prev_frac is not None else cells[1:])
+            cart = msd_mod.to_cartesian(steps, cells if prev_frac is not None else cells[1:])
             start = prev_unwrapped if prev_unwrapped is not None else p[0]
             unwrapped = start[None] + np.cumsum(cart, axis=0)
             if prev_unwrapped is None:
