@@ -1,0 +1,158 @@
+"""The training loop: it learns, restarts bit for bit, stops cleanly on SIGTERM, and splits over devices."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from cathodeml.io.dataset import read_dataset, write_dataset
+from cathodeml.train.config import read_config, with_overrides
+from cathodeml.train.trainer import plan_run, read_checkpoint, stop_on_signals, train
+
+TINY = """
+[model]
+rcut = 4.0
+rcut_smth = 0.5
+sel = "auto"
+embedding_neurons = [4, 8]
+axis_neuron = 2
+fitting_neurons = [8, 8]
+
+[learning_rate]
+start_lr = 3e-3
+stop_lr = 1e-4
+decay_steps = 5
+
+[loss]
+start_pref_e = 1.0
+limit_pref_e = 1.0
+start_pref_f = 10.0
+limit_pref_f = 1.0
+
+[training]
+steps = 40
+batch_size = 2
+seed = 4
+disp_freq = 10
+save_freq = 1000
+validation_fraction = 0.25
+stat_frames = 4
+"""
+
+
+@pytest.fixture
+def small_nio(tmp_path, data_dir):
+    """12 frames of the real NiO set (two systems), written as a cathodeml dataset."""
+    ds = read_dataset(data_dir / "deepmd" / "nio_spin")
+    ds.systems = [s.select(np.arange(6)) for s in ds.systems[:2]]
+    path = tmp_path / "nio.h5"
+    write_dataset(path, ds)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    return config, path
+
+
+def _settings(config, data, **over):
+    cfg, _ = read_config(config)
+    return with_overrides(cfg, training__data=(str(data),), **over)
+
+
+def test_training_lowers_the_validation_error(small_nio, tmp_path):
+    config, data = small_nio
+    settings = _settings(config, data)
+    plan = plan_run(settings)
+    result = train(plan.config, plan.state, plan.train_systems, plan.valid_systems, settings,
+                   lcurve_path=tmp_path / "lcurve.out", checkpoint_path=tmp_path / "ck.h5")
+    first, last = result.history[0]["valid"], result.history[-1]["valid"]
+    assert last["rmse_e"] < 0.2 * first["rmse_e"]
+    rows = np.loadtxt(tmp_path / "lcurve.out")
+    assert list(rows[:, 0]) == [1, 10, 20, 30, 40]
+
+
+def test_restart_after_an_interruption_continues_bit_for_bit(small_nio, tmp_path):
+    config, data = small_nio
+    settings = _settings(config, data, training__steps=8, training__disp_freq=2)
+    plan = plan_run(settings)
+    straight = train(plan.config, plan.state, plan.train_systems, plan.valid_systems, settings,
+                     lcurve_path=tmp_path / "a.out", checkpoint_path=tmp_path / "a.h5")
+
+    plan = plan_run(settings)
+    calls = iter(range(100))
+    stopped = train(plan.config, plan.state, plan.train_systems, plan.valid_systems, settings,
+                    lcurve_path=tmp_path / "b.out", checkpoint_path=tmp_path / "b.h5",
+                    should_stop=lambda: next(calls) >= 2)  # "SIGTERM" after step 3
+    assert stopped.interrupted and stopped.step == 3
+    with open(tmp_path / "b.out", "a") as f:
+        f.write("      4   9 9 9 9 9 9 1e-3\n")  # a row written after the checkpoint, before the crash
+    resumed_plan = plan_run(settings, restart=str(tmp_path / "b.h5"))
+    assert resumed_plan.state.step == 3
+    resumed = train(resumed_plan.config, resumed_plan.state, resumed_plan.train_systems, resumed_plan.valid_systems,
+                    settings, lcurve_path=tmp_path / "b.out", checkpoint_path=tmp_path / "b.h5")
+    a, b = jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(resumed.params)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert (tmp_path / "a.out").read_text() == (tmp_path / "b.out").read_text()
+    _, meta, state = read_checkpoint(tmp_path / "b.h5")
+    assert state.step == 8 and meta["kind"] == "checkpoint"
+
+
+def test_restart_with_other_data_is_refused(small_nio, tmp_path, data_dir):
+    config, data = small_nio
+    settings = _settings(config, data, training__steps=2)
+    plan = plan_run(settings)
+    train(plan.config, plan.state, plan.train_systems, plan.valid_systems, settings,
+          lcurve_path=tmp_path / "l.out", checkpoint_path=tmp_path / "c.h5")
+    other = dataclasses.replace(settings, training=dataclasses.replace(settings.training, seed=99))
+    from cathodeml.errors import CathodemlError
+
+    with pytest.raises(CathodemlError, match="different training data"):
+        plan_run(other, restart=str(tmp_path / "c.h5"))
+
+
+def test_sigterm_sets_the_stop_flag_instead_of_killing():
+    with stop_on_signals() as should_stop:
+        assert not should_stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert should_stop()
+    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or callable(signal.getsignal(signal.SIGTERM))
+
+
+_TWO_DEVICE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from cathodeml.train.config import read_config, with_overrides
+    from cathodeml.train.trainer import plan_run, train
+    from pathlib import Path
+    cfg, _ = read_config(sys.argv[1])
+    cfg = with_overrides(cfg, training__data=(sys.argv[2],), training__steps=4, training__batch_size=2)
+    plan = plan_run(cfg)
+    res = train(plan.config, plan.state, plan.train_systems, plan.valid_systems, cfg,
+                lcurve_path=Path(sys.argv[3]) / "l.out", checkpoint_path=Path(sys.argv[3]) / "c.h5")
+    print(json.dumps({"devices": jax.local_device_count(),
+                      "leaves": [np.asarray(x).ravel().tolist() for x in jax.tree_util.tree_leaves(res.params)]}))
+""")
+
+
+def test_two_devices_train_the_same_model_as_one(small_nio, tmp_path):
+    config, data = small_nio
+    script = tmp_path / "run.py"
+    script.write_text(_TWO_DEVICE_SCRIPT)
+    out = {}
+    for n in (1, 2):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
+        work = tmp_path / f"d{n}"
+        work.mkdir()
+        proc = subprocess.run([sys.executable, str(script), str(config), str(data), str(work)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out[1]["devices"] == 1 and out[2]["devices"] == 2
+    for a, b in zip(out[1]["leaves"], out[2]["leaves"]):
+        assert np.allclose(a, b, rtol=1e-9, atol=1e-12)
