@@ -13,7 +13,7 @@ import pytest
 from ase.io import read as ase_read
 
 from cathodeml.errors import InputFormatError
-from cathodeml.io.outcar import parse_outcar, read_outcar, read_outcar_bytes
+from cathodeml.io.outcar import parse_outcar, parse_outcar_chunks, read_outcar
 
 OUTCARS = {
     "LiNi2O4": "pmg_LiNi2O4_relax5_ispin2_v5.2.11.OUTCAR.gz",
@@ -170,6 +170,23 @@ def test_compressions_give_identical_frames_and_one_sha256(data_dir, tmp_path):
         np.testing.assert_array_equal(r.energies, runs[0].energies)
 
 
+@pytest.mark.parametrize("key", ["FeO", "NiO_SOC", "Si2"])
+def test_streaming_in_any_chunks_gives_the_same_frames_as_the_whole_text(data_dir, key):
+    text = gzip.decompress(outcar(data_dir, key).read_bytes())
+    whole = parse_outcar(text)
+    rng = np.random.default_rng(7)
+    cuts = np.sort(rng.integers(1, len(text), 40))
+    chunked = parse_outcar_chunks([text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)]) if b > a])
+    small = read_outcar(outcar(data_dir, key), chunk_bytes=4096)
+    for run in (chunked, small):
+        assert run.sha256 == whole.sha256 and run.n_frames == whole.n_frames
+        np.testing.assert_array_equal(run.forces, whole.forces)
+        np.testing.assert_array_equal(run.energies, whole.energies)
+        np.testing.assert_array_equal(run.spin, whole.spin)
+        np.testing.assert_array_equal(run.scf_converged, whole.scf_converged)
+        assert run.notes == whole.notes
+
+
 def test_a_run_cut_inside_a_step_keeps_the_complete_steps(data_dir):
     text = gzip.decompress(outcar(data_dir, "Si2").read_bytes())
     full = parse_outcar(text)
@@ -225,16 +242,20 @@ def test_damaged_or_foreign_input_is_refused_with_the_reason(data_dir, tmp_path)
         with pytest.raises(InputFormatError, match=reason):
             read_outcar(p)
     with pytest.raises(InputFormatError, match="is a directory"):
-        read_outcar_bytes(tmp_path)
+        read_outcar(tmp_path)
 
 
 def test_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
     p = tmp_path / "OUTCAR"
     p.write_text("x")
 
-    def deny(self):
-        raise PermissionError(13, "Permission denied")
+    real_open = open
 
-    monkeypatch.setattr(type(p), "read_bytes", deny)
+    def deny(path, *args, **kwargs):
+        if str(path) == str(p):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", deny)
     with pytest.raises(InputFormatError, match="permission denied"):
-        read_outcar_bytes(p)
+        read_outcar(p)

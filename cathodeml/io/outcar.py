@@ -1,16 +1,18 @@
-"""A fast, strict reader of VASP OUTCAR files: frames with energies, forces, stresses and moments.
+"""A fast, strict, streaming reader of VASP OUTCAR files: frames with energies, forces, stresses, moments.
 
 Why it is built this way: OUTCARs run to gigabytes, and line-by-line Python (dpdata, pymatgen)
-spends most of its time deciding what each line is.  Here the whole (decompressed) text is held
-as one `bytes` object and every search is a C-level `find`/`rfind`/regex over it: the file is
-split into ionic steps at each `free  energy   TOTEN` line -- the one marker VASP writes exactly
-once per finished ionic step -- and inside each step we look *backwards* for the last force
-table, cell, stress, `magnetization (x/y/z)` table and SCF iteration header.  Taking the last
-table inside the step (never counting tables over the file) is what keeps moments aligned with
-frames: VASP prints extra tables during the SCF loop and once more after the last step.  Tables
-are converted with one `float` conversion of the whole block; only a malformed (fused-number)
-block falls back to a regex.  The reader returns every complete step with its SCF-convergence
-flag and leaves the keep/skip policy to the caller.  Units: Å, eV, eV/Å, μB; virials in eV.
+spends most of its time deciding what each line is.  Here the (decompressed) text is read in
+chunks of a few MB into a `bytes` buffer, and every search is a C-level `find`/`rfind`/regex
+over it: the text is split into ionic steps at each `free  energy   TOTEN` line -- the one marker
+VASP writes exactly once per finished ionic step -- and inside each step we look *backwards* for
+the last force table, cell, stress, `magnetization (x/y/z)` table and SCF iteration header.  A
+finished step is parsed and dropped from the buffer, so memory stays at one chunk plus one step.
+Taking the last table inside the step (never counting tables over the file) is what keeps
+moments aligned with frames: VASP prints extra tables during the SCF loop and once more after
+the last step.  Tables are converted with one `float` conversion of the whole block; only a
+malformed (fused-number) block falls back to a regex.  The reader returns every complete step
+with its SCF-convergence flag and leaves the keep/skip policy to the caller.  Units: Å, eV,
+eV/Å, μB; virials in eV.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from cathodeml.errors import InputFormatError
 from cathodeml.units import kbar_stress_to_virial
 
 ENERGY_KINDS = ("free", "sigma0")
+CHUNK_BYTES = 8 << 20  # bytes of OUTCAR text read at a time (memory ≈ this + one ionic step)
 ORBITALS = ("s", "p", "d", "f")
 
 _TOTEN = b"free  energy   TOTEN"
@@ -152,15 +155,15 @@ def _outcars_under(directory: Path) -> list[Path]:
     return sorted(q for q in directory.rglob("*OUTCAR*") if q.is_file() and not q.name.startswith("."))
 
 
-def read_outcar_bytes(path: str | os.PathLike) -> bytes:
-    """The text of an OUTCAR as bytes, transparently decompressing gzip, bzip2 or xz.
+def outcar_chunks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
+    """Yield the text of an OUTCAR in chunks of bytes, decompressing gzip, bzip2 or xz on the fly.
 
     The compression is recognised from the file's magic bytes, not its name.  Unreadable,
-    empty, corrupt-archive and binary files raise InputFormatError with the reason.
+    empty and corrupt-archive files raise InputFormatError with the reason.
     """
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = open(p, "rb")
     except PermissionError:
         raise InputFormatError(f"{p}: permission denied; make the file readable (chmod +r)") from None
     except IsADirectoryError:
@@ -169,95 +172,149 @@ def read_outcar_bytes(path: str | os.PathLike) -> bytes:
         raise InputFormatError(f"{p}: no such file") from None
     except OSError as exc:
         raise InputFormatError(f"{p}: cannot be read ({exc.strerror or exc})") from None
-    if not raw:
-        raise InputFormatError(f"{p}: the file is empty (0 bytes); was the VASP run started?")
-    try:
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        elif raw[:3] == b"BZh":
-            raw = bz2.decompress(raw)
-        elif raw[:6] == b"\xfd7zXZ\x00":
-            raw = lzma.decompress(raw)
-    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
-        raise InputFormatError(f"{p}: corrupt or truncated compressed file ({exc}); re-copy it") from None
-    if not raw:
-        raise InputFormatError(f"{p}: the file is empty after decompression")
-    return raw
+    with raw:
+        magic = raw.read(6)
+        raw.seek(0)
+        if not magic:
+            raise InputFormatError(f"{p}: the file is empty (0 bytes); was the VASP run started?")
+        opener = {b"\x1f\x8b": gzip.GzipFile, b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
+        kind = next((fn for m, fn in opener.items() if magic.startswith(m)), None)
+        stream = raw if kind is None else kind(fileobj=raw) if kind is gzip.GzipFile else kind(raw)
+        first = True
+        while True:
+            try:
+                chunk = stream.read(chunk_bytes)
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+                raise InputFormatError(f"{p}: corrupt or truncated compressed file ({exc}); re-copy it") from None
+            if not chunk:
+                if first:
+                    raise InputFormatError(f"{p}: the file is empty after decompression")
+                return
+            first = False
+            yield chunk
 
 
-def check_text(text: bytes, where: str) -> None:
-    """Refuse binary data and NUL-byte holes (InputFormatError saying where)."""
-    sample = text[:65536].replace(b"\x00", b"")  # NUL runs are holes, judged below
-    if len(sample.translate(None, _TEXT_BYTES)) > 0.05 * max(len(sample), 1):
-        raise InputFormatError(f"{where}: binary data, not a text OUTCAR")
-    hole = text.find(b"\x00")
+def _check_text(chunk: bytes, offset: int, first: bool, where: str) -> None:
+    """Refuse binary data (judged on the first 64 kB) and NUL-byte holes, saying where."""
+    if first:
+        sample = chunk[:65536].replace(b"\x00", b"")  # NUL runs are holes, judged below
+        if len(sample.translate(None, _TEXT_BYTES)) > 0.05 * max(len(sample), 1):
+            raise InputFormatError(f"{where}: binary data, not a text OUTCAR")
+    hole = chunk.find(b"\x00")
     if hole >= 0:
-        line = text.count(b"\n", 0, hole) + 1
         raise InputFormatError(
-            f"{where}: NUL-byte hole at byte {hole} (line {line}), the file is damaged; "
+            f"{where}: NUL-byte hole at byte {offset + hole}, the file is damaged; "
             f"re-copy it from the run, or pass --skip-bad to ingest the other files without it"
         )
 
 
-def read_outcar(path: str | os.PathLike, *, energy: str = "free") -> OutcarRun:
-    """Read one OUTCAR (plain/.gz/.bz2/.xz) into an OutcarRun.
+def read_outcar(path: str | os.PathLike, *, energy: str = "free", chunk_bytes: int = CHUNK_BYTES) -> OutcarRun:
+    """Read one OUTCAR (plain/.gz/.bz2/.xz) into an OutcarRun, streaming it in chunks.
 
     `energy` is "free" (TOTEN, the force-consistent free energy, eV) or "sigma0" (E(sigma→0)).
-    `sha256` is of the decompressed text, so a file and its compressed copy are one source.
+    Memory stays near `chunk_bytes` plus one ionic step, whatever the file size.  `sha256` is of
+    the decompressed text, so a file and its compressed copy are one source.
     """
-    text = read_outcar_bytes(path)
-    return parse_outcar(text, source=str(path), energy=energy)
+    return parse_outcar_chunks(outcar_chunks(path, chunk_bytes), source=str(path), energy=energy)
 
 
 # ----------------------------------------------------------------------------- parsing
 
 
 def parse_outcar(text: bytes, *, source: str = "<text>", energy: str = "free") -> OutcarRun:
-    """Parse the bytes of an OUTCAR; see OutcarRun for what comes back and its units."""
+    """Parse the bytes of a whole OUTCAR; see OutcarRun for what comes back and its units."""
+    if not text:
+        raise InputFormatError(f"{source}: the file is empty (0 bytes); was the VASP run started?")
+    return parse_outcar_chunks([text], source=source, energy=energy)
+
+
+def parse_outcar_chunks(chunks, *, source: str = "<text>", energy: str = "free") -> OutcarRun:
+    """Parse an OUTCAR given as an iterable of byte chunks (any split); see OutcarRun for units.
+
+    Finished ionic steps are parsed as soon as their TOTEN line (plus the E(sigma→0) line after
+    it) is in the buffer, and dropped from it; only the unfinished remainder is carried over.
+    """
     if energy not in ENERGY_KINDS:
         raise InputFormatError(f"energy must be one of {', '.join(ENERGY_KINDS)}, not {energy!r}")
-    check_text(text, source)
-    notes: list[str] = []
-    first_iter = _ITERATION_HEADER.search(text)
-    first_toten = text.find(_TOTEN)
-    head_end = min(x for x in (first_iter.start() if first_iter else -1, first_toten, len(text)) if x >= 0)
-    head = text[:head_end]
-    info = _parse_header(head, source)
-    species, na = info["species"], len(info["species"])
-
-    # Ionic-step boundaries: one TOTEN line per finished step.
-    ends = []
-    pos = text.find(_TOTEN)
-    while pos >= 0:
-        ends.append(pos)
-        pos = text.find(_TOTEN, pos + 1)
-
-    frames = []
-    start = 0
-    last_cell = info["initial_cell"]
-    n_incomplete, malformed = 0, []
-    for k, end in enumerate(ends):
-        frame = _parse_step(text, start, end, na, info, energy, last_cell)
-        line_end = text.find(b"\n", end)
-        start = len(text) if line_end < 0 else line_end + 1
-        if frame is None:
-            if k == len(ends) - 1 and b"General timing and accounting" not in text[start:]:
-                n_incomplete += 1  # the run was cut off inside its last step
-            else:
-                malformed.append(k + 1)
-            continue
-        frame["ionic_step"] = k + 1
-        last_cell = frame["cell"]
-        frames.append(frame)
-
-    tail = text[start:]
+    hasher = hashlib.sha256()
+    n_bytes = 0
+    buf = b""
+    info = None
+    frames: list[dict] = []
+    failed: list[int] = []  # 1-based ionic steps whose tables could not be read
+    n_steps = 0  # TOTEN lines seen
+    last_cell = None
+    for chunk in chunks:
+        _check_text(chunk, n_bytes, n_bytes == 0, source)
+        hasher.update(chunk)
+        n_bytes += len(chunk)
+        buf = buf + chunk if buf else chunk
+        if info is None:
+            head_end = _header_end(buf)
+            if head_end is None:
+                continue
+            info = _parse_header(buf[:head_end], source)
+            last_cell = info["initial_cell"]
+        buf, n_steps, last_cell = _parse_steps(buf, info, energy, last_cell, frames, failed, n_steps, _LOOKAHEAD)
+    if n_bytes == 0:
+        raise InputFormatError(f"{source}: the file is empty")
+    if info is None:
+        info = _parse_header(buf, source)
+        last_cell = info["initial_cell"]
+    saw_iteration = _ITERATION_HEADER.search(buf) is not None  # only looked at when no step finished
+    buf, n_steps, last_cell = _parse_steps(buf, info, energy, last_cell, frames, failed, n_steps, 0)
+    tail = buf
     finished = b"General timing and accounting" in tail
+    n_incomplete = 0
+    if failed and failed[-1] == n_steps and not finished:
+        failed.pop()  # the run was cut off inside its last step (e.g. in the energy lines)
+        n_incomplete += 1
     if _ITERATION_HEADER.search(tail) and not finished:
         n_incomplete += 1
     if not frames:
-        if not ends and first_iter is None:
+        if n_steps == 0 and not saw_iteration:
             raise InputFormatError(f"{source}: no ionic step started (the run stopped during set-up); nothing to ingest")
         raise InputFormatError(f"{source}: no complete ionic step (the run stopped before the first one ended)")
+    return _assemble(frames, info, energy, source, hasher.hexdigest(), n_bytes, finished, n_incomplete, failed)
+
+
+# Bytes that must follow a TOTEN line before its step is parsed mid-stream (the E(sigma→0) line).
+_LOOKAHEAD = 1024
+
+
+def _header_end(buf: bytes) -> int | None:
+    """End of the set-up part: the first SCF iteration header or TOTEN line; None if not yet seen."""
+    first_iter = _ITERATION_HEADER.search(buf)
+    first_toten = buf.find(_TOTEN)
+    ends = [x for x in (first_iter.start() if first_iter else -1, first_toten) if x >= 0]
+    return min(ends) if ends else None
+
+
+def _parse_steps(buf, info, energy, last_cell, frames, failed, n_steps, lookahead):
+    """Parse every finished step in `buf` (TOTEN line + `lookahead` bytes present); return the rest."""
+    na = len(info["species"])
+    start = 0
+    limit = len(buf) - lookahead
+    pos = buf.find(_TOTEN)
+    while 0 <= pos and (lookahead == 0 or pos < limit):
+        n_steps += 1
+        frame = _parse_step(buf, start, pos, na, info, energy, last_cell)
+        line_end = buf.find(b"\n", pos)
+        start = len(buf) if line_end < 0 else line_end + 1
+        if frame is None:
+            failed.append(n_steps)
+        else:
+            frame["ionic_step"] = n_steps
+            last_cell = frame["cell"]
+            frames.append(frame)
+        pos = buf.find(_TOTEN, start)
+    return buf[start:], n_steps, last_cell
+
+
+def _assemble(frames, info, energy, source, sha256, n_bytes, finished, n_incomplete, malformed) -> OutcarRun:
+    """Stack per-step dicts into an OutcarRun and write the notes a user should read."""
+    species, na = info["species"], len(info["species"])
+    notes: list[str] = []
     if n_incomplete:
         notes.append(f"{n_incomplete} incomplete ionic step(s) dropped (the run was cut off)")
     if malformed:
@@ -295,8 +352,8 @@ def parse_outcar(text: bytes, *, source: str = "<text>", energy: str = "free") -
         notes.append(f"{int(nf - has.sum())} step(s) without a magnetization table: moments marked missing")
     return OutcarRun(
         path=source,
-        sha256=hashlib.sha256(text).hexdigest(),
-        n_bytes=len(text),
+        sha256=sha256,
+        n_bytes=n_bytes,
         vasp_version=info["version"],
         species=species,
         ispin=info["ispin"],
