@@ -124,15 +124,19 @@ def msd_fft(x: np.ndarray, *, atoms_per_block: int = 256) -> np.ndarray:
     return out.T
 
 
-def self_msd_and_particle_msd(x: np.ndarray, max_lag: int, *, atoms_per_block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def self_msd_and_particle_msd(x: np.ndarray, max_lag: int, *, atoms_per_block: int = 256,
+                              on_block=None) -> tuple[np.ndarray, np.ndarray]:
     """In one FFT pass: MSD_self [T, d] Å² (per particle) and every particle's own MSD
-    [N, d, max_lag + 1] Å² for lags up to max_lag (what the per-ion error bars need)."""
+    [N, d, max_lag + 1] Å² for lags up to max_lag (what the per-ion error bars need).
+    `on_block(particles_done, N)` is called after each block of particles."""
     T, N, d = x.shape
     total = np.zeros((d, T))
     particles = np.empty((N, d, min(T, max_lag + 1)))
     for sl, block in _per_particle_msd(x, atoms_per_block):
         total += block.sum(axis=0)
         particles[sl] = block[..., : particles.shape[-1]]
+        if on_block is not None:
+            on_block(sl.stop, N)
     return total.T / N, particles
 
 

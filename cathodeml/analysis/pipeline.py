@@ -182,8 +182,8 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
     """Transport (and optionally RDF) analysis of one open `Trajectory`.
 
     temperature_k (K) and timestep_fs (fs between stored frames) are needed when the file does
-    not carry them and must agree with it when it does.  `progress(frames_done, n_frames)` is
-    called after each chunk.
+    not carry them and must agree with it when it does.  `progress(done, total)` reports the
+    work in frame units: reading is the first n_frames, the MSD computation the second.
     """
     header = trajectory.header
     symbols = np.asarray(header.symbols)
@@ -237,7 +237,7 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
                     rdf.add_frame(p[k], cells[k])
         done = hi
         if progress is not None:
-            progress(done, n_frames)
+            progress(done, 2 * n_frames)
     if done != n_frames:
         raise CathodemlError(f"{header.path}: expected {n_frames} frames, read {done}; the file changed or is truncated")
     del prev_frac, prev_unwrapped
@@ -246,7 +246,8 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
 
     duration = float(time_fs[-1])
     max_lag = int(np.searchsorted(time_fs, settings.fit_window.end_for(duration), side="right"))
-    msd_self, particle_msd = msd_mod.self_msd_and_particle_msd(positions, max_lag)
+    report = None if progress is None else (lambda k, n: progress(n_frames + int(0.7 * n_frames * k / n), 2 * n_frames))
+    msd_self, particle_msd = msd_mod.self_msd_and_particle_msd(positions, max_lag, on_block=report)
     msd_total = msd_mod.msd_fft(positions.sum(axis=1, keepdims=True)) / len(mobile)
     window = settings.fit_window.resolve(
         duration, lambda: transport.auto_fit_window(time_fs, msd_self.sum(axis=1))[0])
@@ -272,6 +273,8 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
     est_sig = Estimate(sig, abs(sig) * est_sigma.err / abs(est_sigma.value), SIGMA_UNIT)
     est_sig_tr = Estimate(sig_tr, abs(sig_tr) * est_self.err / abs(est_self.value), SIGMA_UNIT)
 
+    if progress is not None:
+        progress(2 * n_frames, 2 * n_frames)
     rdf_out, shells = {}, {}
     if rdf is not None:
         rdf_out = rdf.result()

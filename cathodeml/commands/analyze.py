@@ -127,14 +127,15 @@ def _per_trajectory(text: str | None, n: int, name: str) -> list[float | None]:
 
 def _analyze_all(paths, settings, temperatures, timesteps, *, show: bool):
     runs = []
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}% (read, then MSD)"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not show, transient=False) as progress:
         for path, temp, dt in zip(paths, temperatures, timesteps):
             with open_trajectory(path) as traj:
-                task = progress.add_task(path.name, total=traj.header.n_frames)
+                task = progress.add_task(path.name, total=2 * traj.header.n_frames)
                 runs.append(analyze_trajectory(traj, settings, temperature_k=temp, timestep_fs=dt,
-                                               progress=lambda done, total, task=task: progress.update(task, completed=done)))
+                                               progress=lambda done, total, task=task: progress.update(task, completed=done,
+                                                                                                       total=total)))
     return runs
 
 
