@@ -267,11 +267,14 @@ def test_ctrl_c_while_parsing_or_writing_leaves_the_previous_file(data_dir, tmp_
     real_read = cmd._read_one
     calls = []
 
-    def interrupted_read(path, energy):
+    def interrupted_read(path, energy, progress=None):
         calls.append(path)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_read(path, energy)
+
+        def ctrl_c_in_second_file(n_bytes):
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # as if Ctrl-C arrived while the second file is streamed
+
+        return real_read(path, energy, ctrl_c_in_second_file)
 
     monkeypatch.setattr(cmd, "_read_one", interrupted_read)
     r = ingest(src(data_dir, LINIO), src(data_dir, SI2), "-o", out, "--append")

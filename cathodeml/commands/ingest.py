@@ -145,11 +145,11 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
 
 
-def _read_one(path: str, energy: str):
+def _read_one(path: str, energy: str, progress=None):
     from cathodeml.io.outcar import read_outcar
 
     try:
-        return read_outcar(path, energy=energy), None
+        return read_outcar(path, energy=energy, progress=progress), None
     except CathodemlError as exc:
         return None, str(exc)
 
@@ -164,6 +164,14 @@ def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, consol
         console=console, transient=False, disable=console.quiet or not console.is_terminal,
     )
 
+    advanced: dict[str, int] = {}
+
+    def advance(path: str, n_done: int) -> None:
+        step = min(n_done, sizes[path]) - advanced.get(path, 0)
+        if step > 0:
+            advanced[path] = advanced.get(path, 0) + step
+            progress.update(task, advance=step)
+
     def take(path: str, result) -> None:
         run, error = result
         if error is not None:
@@ -173,7 +181,8 @@ def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, consol
             console.print(f"[red]skipped bad file[/red] {error}")
         else:
             runs[path] = run
-        progress.update(task, advance=sizes[path], done=len(runs) + len(failed))
+        advance(path, sizes[path])
+        progress.update(task, done=len(runs) + len(failed))
 
     pool, pending = None, {}
     if jobs > 1 and len(files) > 1:
@@ -190,7 +199,7 @@ def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, consol
             task = progress.add_task("ingest", total=sum(sizes.values()), done=0, n=len(files))
             if pool is None:
                 for f in files:
-                    take(str(f), _read_one(str(f), energy))
+                    take(str(f), _read_one(str(f), energy, lambda n, f=str(f): advance(f, n)))
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:

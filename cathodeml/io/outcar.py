@@ -155,11 +155,12 @@ def _outcars_under(directory: Path) -> list[Path]:
     return sorted(q for q in directory.rglob("*OUTCAR*") if q.is_file() and not q.name.startswith("."))
 
 
-def outcar_chunks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
+def outcar_chunks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, progress=None):
     """Yield the text of an OUTCAR in chunks of bytes, decompressing gzip, bzip2 or xz on the fly.
 
     The compression is recognised from the file's magic bytes, not its name.  Unreadable,
-    empty and corrupt-archive files raise InputFormatError with the reason.
+    empty and corrupt-archive files raise InputFormatError with the reason.  `progress`, if
+    given, is called with the bytes of the file (as stored, compressed or not) read so far.
     """
     p = Path(path)
     try:
@@ -191,6 +192,8 @@ def outcar_chunks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES):
                     raise InputFormatError(f"{p}: the file is empty after decompression")
                 return
             first = False
+            if progress is not None:
+                progress(raw.tell())
             yield chunk
 
 
@@ -208,14 +211,16 @@ def _check_text(chunk: bytes, offset: int, first: bool, where: str) -> None:
         )
 
 
-def read_outcar(path: str | os.PathLike, *, energy: str = "free", chunk_bytes: int = CHUNK_BYTES) -> OutcarRun:
+def read_outcar(path: str | os.PathLike, *, energy: str = "free", chunk_bytes: int = CHUNK_BYTES,
+                progress=None) -> OutcarRun:
     """Read one OUTCAR (plain/.gz/.bz2/.xz) into an OutcarRun, streaming it in chunks.
 
     `energy` is "free" (TOTEN, the force-consistent free energy, eV) or "sigma0" (E(sigma→0)).
     Memory stays near `chunk_bytes` plus one ionic step, whatever the file size.  `sha256` is of
-    the decompressed text, so a file and its compressed copy are one source.
+    the decompressed text, so a file and its compressed copy are one source.  `progress(n)` is
+    called with the bytes of the file read so far.
     """
-    return parse_outcar_chunks(outcar_chunks(path, chunk_bytes), source=str(path), energy=energy)
+    return parse_outcar_chunks(outcar_chunks(path, chunk_bytes, progress), source=str(path), energy=energy)
 
 
 # ----------------------------------------------------------------------------- parsing
