@@ -125,3 +125,19 @@ def test_bad_input_is_one_clear_error_line(walker_runs, tmp_path, args, message)
 def test_mismatched_temperature_list_is_an_error(walker_runs, tmp_path):
     result = _run(*walker_runs, "--temperature", "500,600", "-o", tmp_path)
     assert result.exit_code == 1 and "2 values for 3 trajectories" in result.stderr
+
+
+def test_li6ps5cl_aimd_diffusion_agrees_with_kinisi(data_dir, tmp_path):
+    # Reference: kinisi 2.1.0 DiffusionAnalyzer.from_xdatcar on this same file (time_step 2 fs, step_skip 50),
+    # diffusion(start_dt=4 ps): D* = 1.133e-5 ± 0.11e-5 cm²/s (benchmarks/validate_analyze.py, BENCHMARKS.md).
+    d_kinisi, err_kinisi = 1.133e-5, 0.11e-5
+    result = _run(data_dir / "trajectories" / "Li6PS5Cl_XDATCAR.gz", "--temperature", "600", "--timestep", "100",
+                  "--fit-window", "4ps:T", "--blocks", "4", "-o", tmp_path, "--json", "--no-plots")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)["runs"][0]
+    assert run["n_ions"] == 192 and run["duration"]["value"] == pytest.approx(13.9)
+    d = run["D_self"]
+    assert abs(d["value"] - d_kinisi) < 2 * math.hypot(d["err"], err_kinisi)
+    # isotropic cubic argyrodite: the three axes agree within their errors
+    axes = run["D_self_axes"]
+    assert max(abs(axes[a]["value"] - d["value"]) / axes[a]["err"] for a in "xyz") < 3
