@@ -306,7 +306,8 @@ def _render(console: Console, runs, labels, per_temperature, fit, output: Path) 
             ("σ tracer, H_R=1 (mS/cm)", lambda c: _fmt(get(c, "sigma_tracer")))]
     for name, cell in rows:
         table.add_row(name, *[cell(c) for _, _, c in columns])
-    console.print(table)
+    if columns:
+        console.print(table)
     shells = [(label, pair, s) for r, label in zip(runs, labels) for pair, s in r.rdf_shells.items()]
     if shells:
         rt = Table(title="RDF first shells")
