@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -30,7 +31,7 @@ def ingest(
     output: Path = typer.Option(..., "-o", "--output", help="Dataset file to write (deepmd/hdf5 layout)."),
     type_map: str = typer.Option(None, "--type-map", help="Comma-separated species order, e.g. Li,Ni,Co,Mn,O."),
     append: bool = typer.Option(False, "--append", help="Add to an existing file; sources already in it (same sha256) are skipped."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parse this many files in parallel."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Parse this many files in parallel (0: one per CPU core)."),
     keep_unconverged: bool = typer.Option(False, "--keep-unconverged", help="Keep ionic steps whose SCF loop hit NELM."),
     energy: str = typer.Option("free", "--energy", help="Energy label: free (TOTEN) or sigma0 (E(sigma→0))."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable or damaged files (listed) instead of stopping."),
@@ -55,7 +56,7 @@ def ingest(
         order, base_map, known = _append_plan(output, energy, order)
 
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)
-    runs, failed = _parse_all(files, energy, jobs, skip_bad, console)
+    runs, failed = _parse_all(files, energy, jobs or os.cpu_count() or 1, skip_bad, console, order)
     kept_runs, duplicates = [], []
     for run in runs:
         if run.sha256 in known:
@@ -154,8 +155,12 @@ def _read_one(path: str, energy: str, progress=None):
         return None, str(exc)
 
 
-def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, console: Console):
-    """Parse every file (in a process pool when jobs > 1) under a progress bar with ETA."""
+def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, console: Console, type_map=None):
+    """Parse every file (in a process pool when jobs > 1) under a progress bar with ETA.
+
+    A file with species outside `type_map` stops the run as soon as it is read."""
+    from cathodeml.io.outcar import check_species
+
     sizes = {str(f): max(f.stat().st_size, 1) if f.exists() else 1 for f in files}
     runs, failed = {}, []
     progress = Progress(
@@ -180,6 +185,8 @@ def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, consol
             failed.append({"path": path, "reason": error})
             console.print(f"[red]skipped bad file[/red] {error}")
         else:
+            if type_map is not None:
+                check_species(run, type_map)
             runs[path] = run
         advance(path, sizes[path])
         progress.update(task, done=len(runs) + len(failed))

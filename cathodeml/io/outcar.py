@@ -659,19 +659,14 @@ def runs_to_dataset(runs: list[OutcarRun], *, type_map: list[str] | None = None,
     Steps whose SCF hit NELM are dropped unless `keep_unconverged`.  Per-frame extras follow
     the dataset contract (magmom μB, spin μB vectors, provenance, SCF flags ...).
     """
-    from cathodeml.errors import TypeMapError
-    from cathodeml.io.dataset import Dataset, System, concatenate
+    from cathodeml.io.dataset import Dataset, concatenate
 
     if type_map is None:
         type_map = list(dict.fromkeys([*(base_map or []), *(s for run in runs for s in run.species)]))
     else:
         type_map = list(type_map)
         for run in runs:
-            missing = sorted(set(run.species) - set(type_map), key=run.species.index)
-            if missing:
-                raise TypeMapError(
-                    f"{run.path}: species {','.join(missing)} not in --type-map {','.join(type_map)}; add them to it"
-                )
+            check_species(run, type_map)
     groups: dict[tuple, list[System]] = {}
     stats = []
     for run in runs:
@@ -695,6 +690,15 @@ def runs_to_dataset(runs: list[OutcarRun], *, type_map: list[str] | None = None,
             members = [dataclasses.replace(m, virials=None) for m in members]
         systems.append(concatenate(members) if len(members) > 1 else members[0])
     return Dataset(type_map=type_map, systems=systems), stats
+
+
+def check_species(run: OutcarRun, type_map: list[str]) -> None:
+    """TypeMapError naming the file and the species of `run` missing from `type_map`."""
+    from cathodeml.errors import TypeMapError
+
+    missing = sorted(set(run.species) - set(type_map), key=run.species.index)
+    if missing:
+        raise TypeMapError(f"{run.path}: species {','.join(missing)} not in --type-map {','.join(type_map)}; add them to it")
 
 
 def _run_system(run: OutcarRun, types: np.ndarray):
