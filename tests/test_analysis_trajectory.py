@@ -102,3 +102,21 @@ def test_info_describes_an_h5md_trajectory(tmp_path):
     s = json.loads(result.stdout)
     assert s["kind"] == "trajectory" and s["n_frames"] == 30 and s["composition"] == {"Li": 8, "Cl": 4}
     assert s["duration_ps"] == pytest.approx(29 * 0.02) and s["volume_A3"] == pytest.approx(abs(np.linalg.det(CELL)))
+
+
+def test_files_from_the_md_writer_read_back_continuous(tmp_path):
+    from cathodeml.io.h5md import TrajectoryWriter
+
+    x = _walk(seed=9, n_frames=40)
+    path = tmp_path / "md.h5"
+    obs = {"temperature": 600.0, "potential_energy": -1.0, "kinetic_energy": 0.5, "conserved_energy": -0.5}
+    with TrajectoryWriter.create(path, species=[0] * 8 + [1] * 4, masses=[6.94] * 8 + [35.45] * 4, type_map=["Li", "Cl"],
+                                 cell=CELL, parameters={"temperature_K": 600.0, "timestep_fs": 2.0, "stride": 10,
+                                                        "ensemble": "nvt"}) as w:
+        for k, frame in enumerate(x):
+            w.append(step=10 * k, time_fs=20.0 * k, positions=frame, cell=CELL, observables=obs)
+    with open_trajectory(path) as traj:
+        h = traj.header
+        assert h.temperature_K == 600.0 and h.timestep_fs == 20.0 and h.symbols == tuple(["Li"] * 8 + ["Cl"] * 4)
+        chunk = next(traj.chunks())
+    np.testing.assert_allclose(unwrap_with_images(chunk.positions, chunk.images, chunk.cells), x, atol=1e-12)

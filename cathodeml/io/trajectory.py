@@ -154,8 +154,11 @@ def _open_h5md(path: Path) -> Trajectory:
             masses = _masses(symbols)
         time_fs = _h5md_time(group["position"], n_frames)
         temperature = params.get("temperature_K")
-        if temperature is None and "observables" in f and "temperature" in f["observables"]:
-            temperature = float(np.mean(_element_value(f["observables/temperature"])[()]))
+        observed = "observables" in f and "temperature" in f["observables"]
+        if observed and (temperature is None or str(params.get("ensemble", "")).lower() == "nve"):
+            # NVE: the run's temperature is what it reached, not the one its velocities started from
+            values = np.asarray(_element_value(f["observables/temperature"])[()], dtype=float)
+            temperature = float(np.mean(values)) if values.size else temperature
         header = TrajectoryHeader(path=path, format="h5md", symbols=tuple(symbols), masses=masses,
                                   n_frames=n_frames, time_fs=time_fs,
                                   temperature_K=None if temperature is None else float(temperature),
