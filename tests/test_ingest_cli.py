@@ -246,7 +246,7 @@ def test_paths_that_name_nothing_are_errors(tmp_path, monkeypatch, args, message
     assert not (tmp_path / "data.h5").exists()
 
 
-def test_directories_and_globs_are_searched_for_outcars(data_dir, tmp_path):
+def test_directories_and_globs_are_searched_for_outcars(data_dir, tmp_path, monkeypatch):
     tree = tmp_path / "runs"
     for i, name in enumerate((LINIO, H2O)):
         (tree / f"step{i}" / "relax").mkdir(parents=True)
@@ -255,6 +255,10 @@ def test_directories_and_globs_are_searched_for_outcars(data_dir, tmp_path):
     assert json.loads(r.stdout)["files"]["ingested"] == 2
     r = ingest(str(tree / "step*" / "relax" / "OUTCAR*"), "-o", tmp_path / "b.h5", "--json")
     assert json.loads(r.stdout)["frames"]["kept"] == 5 + 3
+    monkeypatch.chdir(tree)  # relative inputs: provenance still records the absolute path
+    assert ingest("step1", "-o", "c.h5", "--quiet").exit_code == 0
+    paths = set(read_dataset(tree / "c.h5").systems[0].frame_data["source_path"])
+    assert paths == {str(tree / "step1" / "relax" / "OUTCAR.gz")}
 
 
 def test_ctrl_c_while_parsing_or_writing_leaves_the_previous_file(data_dir, tmp_path, monkeypatch):

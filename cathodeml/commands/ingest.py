@@ -46,7 +46,7 @@ def ingest(
         raise CathodemlError(f"--energy must be one of {', '.join(ENERGY_KINDS)}, not {energy!r}")
     order = _parse_type_map(type_map)
     files = find_outcars(paths)
-    if output.resolve() in files:
+    if output.resolve() in {f.resolve() for f in files}:
         raise CathodemlError(f"{output}: the output is also an input; choose another -o")
     if output.is_dir() or not output.resolve().parent.is_dir():
         raise CathodemlError(f"{output}: not a writable file path (a directory, or its folder does not exist); fix -o")

@@ -122,8 +122,8 @@ class OutcarRun:
 def find_outcars(paths: list[str | os.PathLike]) -> list[Path]:
     """Expand OUTCAR files, directories (searched recursively for names containing OUTCAR) and globs.
 
-    Returns existing files in a stable order without duplicates; a path that matches nothing
-    is an InputFormatError naming it.
+    Returns existing files in a stable order without duplicates (paths as given, compared by
+    their real path); a path that matches nothing is an InputFormatError naming it.
     """
     found: list[Path] = []
     for raw in paths:
@@ -146,7 +146,11 @@ def find_outcars(paths: list[str | os.PathLike]) -> list[Path]:
             found.extend(files)
         else:
             raise InputFormatError(f"{p}: no such file or directory")
-    unique = list(dict.fromkeys(q.resolve() for q in found))
+    seen, unique = set(), []
+    for q in found:  # keep the paths as the user wrote them (messages), deduplicated by real path
+        if q.resolve() not in seen:
+            seen.add(q.resolve())
+            unique.append(q)
     return unique
 
 
@@ -718,7 +722,7 @@ def _run_system(run: OutcarRun, types: np.ndarray):
         "nupdown": per_frame(run.nupdown, float),
         "scf_converged": run.scf_converged,
         "ionic_step": run.ionic_step,
-        "source_path": per_frame(run.path, object),
+        "source_path": per_frame(os.path.abspath(run.path), object),
         "source_sha256": per_frame(run.sha256, object),
         "vasp_version": per_frame(run.vasp_version, object),
     }
