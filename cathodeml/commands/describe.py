@@ -40,6 +40,8 @@ def describe_dataset(path):
             entry["frames_unconverged"] = int(np.count_nonzero(~np.asarray(fd["scf_converged"], dtype=bool)))
         if "ispin" in fd:
             entry["ispin"] = sorted(int(v) for v in np.unique(fd["ispin"]))
+        if "noncollinear" in fd:
+            entry["noncollinear"] = bool(np.asarray(fd["noncollinear"], dtype=bool).any())
         if "source_sha256" in fd:
             entry["sources"] = int(len(set(np.asarray(fd["source_sha256"]).tolist())))
         entry["extras"] = sorted(fd)
@@ -55,14 +57,14 @@ def describe_dataset(path):
         label = {"free": ", energies = TOTEN", "sigma0": ", energies = E(sigma→0)"}.get(ds.attrs.get("energy"), "")
         console.print(f"[bold]{path}[/bold]: dataset, {len(ds.systems)} systems, {ds.n_frames} frames, "
                       f"type map {','.join(ds.type_map)}{label}")
-        table = Table("system", "frames", "atoms", "composition", "E/atom range (eV)", "labels", "frames with moments", "ISPIN")
+        table = Table("system", "frames", "atoms", "composition", "E/atom range (eV)", "labels", "with moments", "ISPIN")
         for e in systems:
             rng = e.get("energy_per_atom_eV")
             moments_txt = f"{e['frames_with_moments']}/{e['frames']}" if "frames_with_moments" in e else "-"
             table.add_row(e["name"], str(e["frames"]), str(e["atoms"]),
                           " ".join(f"{k}{v}" for k, v in e["composition"].items()),
                           f"{rng[0]:.4f} … {rng[1]:.4f}" if rng else "-", "".join(_SHORT[x] for x in e["labels"]),
-                          moments_txt, ",".join(map(str, e.get("ispin", []))) or "-")
+                          moments_txt, "non-coll." if e.get("noncollinear") else ",".join(map(str, e.get("ispin", []))) or "-")
         console.print(table)
         if moments:
             mt = Table("element", "values")
@@ -70,7 +72,7 @@ def describe_dataset(path):
             mt.add_column(escape("spin states |m| (μB): mean [min–max] ×count"))
             for element, h in moments.items():
                 mt.add_row(element, str(h["n"]), _sparkline(h["counts"]) + f" {h['edges'][-1]:.1f}",
-                           escape(";  ".join(f"{st['mean']:.2f} [{st['min']:.2f}–{st['max']:.2f}] ×{st['count']}" for st in h["states"])))
+                           escape("\n".join(f"{st['mean']:.2f} [{st['min']:.2f}–{st['max']:.2f}] ×{st['count']}" for st in h["states"])))
             console.print(mt)
         else:
             console.print("no per-atom magnetic moments in this dataset")
