@@ -41,12 +41,12 @@ def environment_matrix(diff, mask, rcut_smth: float, rcut: float):
     return jnp.concatenate([1.0 / r, safe / (r * r)], axis=-1) * w
 
 
-def select_neighbors(config: ModelConfig, positions, cell, nbr: NeighborList, centres):
-    """Displacements (Å) to the neighbours DeePMD-kit keeps: of the Σsel nearest within rcut, the
-    `sel[t]` nearest of each type t.
+def neighbor_blocks(config: ModelConfig, positions, cell, nbr: NeighborList, centres):
+    """Per neighbour type t, displacements (Å) [n, w_t, 3] and mask [n, w_t] of the neighbours
+    DeePMD-kit keeps (of the Σsel nearest within rcut, the sel[t] nearest of type t), with
+    w_t = min(sel[t], capacity[t]): slots beyond the capacity are empty by construction.
 
-    positions [N, 3], cell [3, 3] (zeros if not periodic), centres [n] atom indices.  Returns
-    diff [n, Σsel, 3] and mask [n, Σsel] (False for empty slots), slots grouped by type.
+    positions [N, 3], cell [3, 3] (zeros if not periodic), centres [n] atom indices.
     """
     idx = nbr.index[centres]
     valid = idx >= 0
@@ -62,10 +62,8 @@ def select_neighbors(config: ModelConfig, positions, cell, nbr: NeighborList, ce
         ranked = jnp.sort(jax.lax.stop_gradient(jnp.where(inside, d2, jnp.inf)), axis=1)
         inside = inside & (d2 <= ranked[:, config.nnei - 1:config.nnei])
     offsets = np.concatenate([[0], np.cumsum(nbr.capacity)])
-    diffs, masks = [], []
+    blocks = []
     for t, sel in enumerate(config.sel):
-        if sel == 0:
-            continue
         cap = int(nbr.capacity[t])
         block_diff, block_in = diff[:, offsets[t]:offsets[t + 1]], inside[:, offsets[t]:offsets[t + 1]]
         if cap > sel:
@@ -73,33 +71,54 @@ def select_neighbors(config: ModelConfig, positions, cell, nbr: NeighborList, ce
             _, pick = jax.lax.top_k(jax.lax.stop_gradient(key), sel)
             block_diff = jnp.take_along_axis(block_diff, pick[..., None], axis=1)
             block_in = jnp.take_along_axis(block_in, pick, axis=1)
-        elif cap < sel:
-            n = block_diff.shape[0]
-            block_diff = jnp.concatenate([block_diff, jnp.zeros((n, sel - cap, 3), diff.dtype)], axis=1)
-            block_in = jnp.concatenate([block_in, jnp.zeros((n, sel - cap), bool)], axis=1)
-        diffs.append(block_diff)
-        masks.append(block_in)
+        blocks.append((block_diff, block_in))
+    return blocks
+
+
+def select_neighbors(config: ModelConfig, positions, cell, nbr: NeighborList, centres):
+    """`neighbor_blocks` padded to the full slot layout: diff [n, Σsel, 3] (Å), mask [n, Σsel]."""
+    diffs, masks = [], []
+    for (block_diff, block_in), sel in zip(neighbor_blocks(config, positions, cell, nbr, centres), config.sel):
+        n, width = block_in.shape
+        diffs += [block_diff, jnp.zeros((n, sel - width, 3), block_diff.dtype)]
+        masks += [block_in, jnp.zeros((n, sel - width), bool)]
     return jnp.concatenate(diffs, axis=1), jnp.concatenate(masks, axis=1)
 
 
-def descriptor_from_env(config: ModelConfig, embedding_params: list, env_normalised, centre_type: int):
-    """D [n, M·axis_neuron] from normalised environment rows [n, Σsel, 4] of centres of one type."""
-    offsets = config.sel_offsets
-    gr = 0.0
-    for t in range(config.ntypes):
-        if config.sel[t] == 0:
-            continue
-        block = env_normalised[:, offsets[t]:offsets[t + 1], :]
-        g = embedding_net(embedding_params[config.embedding_index(centre_type, t)], block[..., :1],
-                          config.activation)
-        gr = gr + jnp.einsum("nsm,nsf->nmf", g, block)
+def _embed_block(config, net, env_block):
+    """Σ_slots G(s)ᵀ·R̃ over a block of normalised rows [n, w, 4] → [n, M, 4]."""
+    g = embedding_net(net, env_block[..., :1], config.activation)
+    return jnp.einsum("nsm,nsf->nmf", g, env_block)
+
+
+def descriptor_of_centres(config: ModelConfig, params: dict, stats: dict, blocks, centre_type: int):
+    """D [n, M·axis_neuron] of n centres of one type from their `neighbor_blocks`.
+
+    Slots past a block's width hold no neighbour for any centre: their normalised row
+    −davg/dstd is the same for every centre, so their embedding is evaluated once, not n times.
+    """
+    davg, dstd = stats["davg"][centre_type], stats["dstd"][centre_type]
+    n = blocks[0][1].shape[0]
+    gr = jnp.zeros((n, config.embedding_neurons[-1], 4), davg.dtype)
+    offset = 0
+    for t, ((diff, mask), sel) in enumerate(zip(blocks, config.sel)):
+        width = mask.shape[1]
+        net = params["embedding"][config.embedding_index(centre_type, t)]
+        if width:
+            env = environment_matrix(diff, mask, config.rcut_smth, config.rcut)
+            env = (env - davg[offset:offset + width]) / dstd[offset:offset + width]
+            gr = gr + _embed_block(config, net, env)
+        if sel > width:
+            empty = (-davg[offset + width:offset + sel] / dstd[offset + width:offset + sel])[None]
+            gr = gr + _embed_block(config, net, empty)
+        offset += sel
     gr = gr / config.nnei
     d = jnp.einsum("nmf,naf->nma", gr, gr[:, : config.axis_neuron, :])
     return d.reshape(d.shape[0], -1)
 
 
 def descriptors_by_type(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList):
-    """[(centres [n_t], D [n_t, dim_descriptor])] for each centre type present (static order)."""
+    """[(type, centres [n_t], D [n_t, dim_descriptor])] for each centre type present (static order)."""
     out = []
     start = 0
     for t, count in enumerate(nbr.type_counts):
@@ -107,10 +126,8 @@ def descriptors_by_type(config: ModelConfig, params: dict, stats: dict, position
             continue
         centres = nbr.order[start:start + count]
         start += count
-        diff, mask = select_neighbors(config, positions, cell, nbr, centres)
-        env = environment_matrix(diff, mask, config.rcut_smth, config.rcut)
-        env = (env - stats["davg"][t]) / stats["dstd"][t]
-        out.append((t, centres, descriptor_from_env(config, params["embedding"], env, t)))
+        blocks = neighbor_blocks(config, positions, cell, nbr, centres)
+        out.append((t, centres, descriptor_of_centres(config, params, stats, blocks, t)))
     return out
 
 

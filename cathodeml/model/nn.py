@@ -42,7 +42,8 @@ def activation_fn(name: str):
 def dense_layer(layer: dict, x, act, residual: bool):
     """One layer: act(x·w + b) (· idt), plus the identity/doubled-identity shortcut if residual."""
     w = layer["w"]
-    y = act(x @ w + layer["b"])
+    # a 1-wide input (the embedding's s) is a broadcast product, not a matmul: same numbers, faster
+    y = act((x * w[0] if w.shape[0] == 1 else x @ w) + layer["b"])
     if "idt" in layer:
         y = y * layer["idt"]
     n_in, n_out = w.shape
