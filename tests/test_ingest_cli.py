@@ -131,6 +131,16 @@ def test_append_keeps_the_files_type_indices_and_adds_new_species_after_them(dat
     assert r.exit_code == 1 and "must start with it" in r.stderr and out.read_bytes() == before
 
 
+def test_appending_raw_frames_to_an_augmented_dataset_is_refused(data_dir, tmp_path):
+    out, spin = tmp_path / "data.h5", tmp_path / "spin.h5"
+    assert ingest(src(data_dir, LINIO), "-o", out).exit_code == 0
+    r = runner.invoke(app, ["augment-spin", str(out), "-o", str(spin), "--magnetic", "Ni"])
+    assert r.exit_code == 0, r.output
+    before = spin.read_bytes()
+    r = ingest(src(data_dir, FEO), "-o", spin, "--append")
+    assert r.exit_code == 1 and "virtual spin atoms" in r.stderr and spin.read_bytes() == before
+
+
 def test_unconverged_steps_are_skipped_with_a_count_or_kept_on_request(data_dir, tmp_path):
     r = ingest(src(data_dir, CH4), "-o", tmp_path / "a.h5", "--json")
     summary = json.loads(r.stdout)

@@ -123,6 +123,9 @@ def _append_plan(output: Path, energy: str, order: list[str] | None):
     attrs, shas = read_frame_column(output, "source_sha256")
     if attrs.get("kind", "dataset") != "dataset":
         raise CathodemlError(f"{output}: is a {attrs['kind']} file, not a dataset; cannot --append to it")
+    if attrs.get("spin") is not None or any(t.endswith("_spin") for t in attrs.get("type_map", [])):
+        raise CathodemlError(f"{output} holds virtual spin atoms (augment-spin output); append to the plain "
+                             "dataset it came from and run augment-spin again")
     if attrs.get("energy", energy) != energy:
         raise CathodemlError(f"{output} holds energy={attrs['energy']} labels; pass --energy {attrs['energy']} to append")
     existing = list(attrs.get("type_map", []))
