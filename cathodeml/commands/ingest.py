@@ -57,33 +57,41 @@ def ingest(
 
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)
     runs, failed = _parse_all(files, energy, jobs or os.cpu_count() or 1, skip_bad, console, order)
-    kept_runs, duplicates = [], []
-    for run in runs:
-        if run.sha256 in known:
-            duplicates.append({"path": run.path, "reason": known[run.sha256]})
-            continue
-        known[run.sha256] = f"same content as {run.path}"
-        kept_runs.append(run)
+    kept_runs, duplicates = _drop_duplicates(runs, known)
     _print_notes(console, kept_runs, duplicates, keep_unconverged)
 
     dataset, stats = runs_to_dataset(kept_runs, type_map=order, base_map=base_map, keep_unconverged=keep_unconverged)
-    groups: list[str] = []
-    if dataset.systems:
-        dataset.attrs = {"energy": energy}
-        groups = write_dataset(output, dataset, append=append)
-    elif kept_runs:
-        raise CathodemlError("no frames to write: every ionic step hit NELM (SCF unconverged); "
-                             "pass --keep-unconverged to keep them")
-    elif not runs:
-        raise CathodemlError("no file could be read (see the messages above); nothing written")
-    else:
-        console.print(f"nothing new to add; {output} left as it was")
+    if not dataset.systems:
+        _explain_nothing_to_write(runs, kept_runs, output, console)
+    groups = write_dataset(output, dataset, append=append) if dataset.systems else []
 
     summary = _summary(output, files, stats, duplicates, failed, dataset, groups, energy)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
         _render(Console(), summary)
+
+
+def _drop_duplicates(runs, known: dict[str, str]):
+    """(runs to keep, skipped duplicates): a source whose sha256 is in `known` or seen earlier."""
+    kept, duplicates = [], []
+    for run in runs:
+        if run.sha256 in known:
+            duplicates.append({"path": run.path, "reason": known[run.sha256]})
+            continue
+        known[run.sha256] = f"same content as {run.path}"
+        kept.append(run)
+    return kept, duplicates
+
+
+def _explain_nothing_to_write(runs, kept_runs, output: Path, console: Console) -> None:
+    """No frame survived: an error if that is a surprise, a note if every source was already in."""
+    if kept_runs:
+        raise CathodemlError("no frames to write: every ionic step hit NELM (SCF unconverged); "
+                             "pass --keep-unconverged to keep them")
+    if not runs:
+        raise CathodemlError("no file could be read (see the messages above); nothing written")
+    console.print(f"nothing new to add; {output} left as it was")
 
 
 def _print_notes(console: Console, runs, duplicates, keep_unconverged: bool) -> None:

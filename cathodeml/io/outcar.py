@@ -693,7 +693,8 @@ def runs_to_dataset(runs: list[OutcarRun], *, type_map: list[str] | None = None,
         if any(m.virials is None for m in members):
             members = [dataclasses.replace(m, virials=None) for m in members]
         systems.append(concatenate(members) if len(members) > 1 else members[0])
-    return Dataset(type_map=type_map, systems=systems), stats
+    energy = {run.energy_kind for run in runs}
+    return Dataset(type_map=type_map, systems=systems, attrs={"energy": energy.pop()} if len(energy) == 1 else {}), stats
 
 
 def check_species(run: OutcarRun, type_map: list[str]) -> None:
