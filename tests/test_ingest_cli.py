@@ -232,7 +232,7 @@ def test_bad_input_is_one_error_line_and_the_output_stays_as_it_was(data_dir, tm
         blob = text[: text.find(b"free  energy   TOTEN") - 500]
     bad = tmp_path / "OUTCAR.bad"
     bad.write_bytes(blob)
-    r = ingest(src(data_dir, SI2), bad, "-o", out, "--append")
+    r = ingest(src(data_dir, SI2), bad, "-o", out, "--append", "--jobs", "2")  # error from a worker process
     assert r.exit_code == 1
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "OUTCAR.bad" in r.stderr
     assert out.read_bytes() == before
