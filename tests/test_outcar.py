@@ -187,6 +187,26 @@ def test_streaming_in_any_chunks_gives_the_same_frames_as_the_whole_text(data_di
         assert run.notes == whole.notes
 
 
+def test_memory_stays_bounded_inside_a_long_step_without_changing_frames(data_dir, monkeypatch):
+    # LiNi2O4 steps are ~0.6-3 MB (augmentation dumps); carry only 400 kB of an unfinished step
+    import cathodeml.io.outcar as outcar_module
+
+    whole = read_outcar(outcar(data_dir, "LiNi2O4"))
+    monkeypatch.setattr(outcar_module, "_MAX_CARRY", 400_000)
+    bounded = read_outcar(outcar(data_dir, "LiNi2O4"), chunk_bytes=65536)
+    assert bounded.sha256 == whole.sha256
+    for name in ("coords", "forces", "cells", "energies", "virials", "magmom", "scf_converged"):
+        np.testing.assert_array_equal(getattr(bounded, name), getattr(whole, name))
+
+
+def test_a_file_of_only_machine_learned_steps_says_so(data_dir, tmp_path):
+    text = gzip.decompress(outcar(data_dir, "H2O").read_bytes())
+    p = tmp_path / "OUTCAR"
+    p.write_bytes(text.replace(b"free  energy   TOTEN", b"free  energy ML TOTEN").replace(b"Iteration", b"ML step"))
+    with pytest.raises(InputFormatError, match="only machine-learned force-field steps"):
+        read_outcar(p)
+
+
 def test_a_run_cut_inside_a_step_keeps_the_complete_steps(data_dir):
     text = gzip.decompress(outcar(data_dir, "Si2").read_bytes())
     full = parse_outcar(text)

@@ -253,6 +253,7 @@ def parse_outcar_chunks(chunks, *, source: str = "<text>", energy: str = "free")
     failed: list[int] = []  # 1-based ionic steps whose tables could not be read
     n_steps = 0  # TOTEN lines seen
     last_cell = None
+    seen = {"iteration": False, "ml": False}  # in text dropped unparsed (see _MAX_CARRY)
     for chunk in chunks:
         _check_text(chunk, n_bytes, n_bytes == 0, source)
         hasher.update(chunk)
@@ -265,12 +266,18 @@ def parse_outcar_chunks(chunks, *, source: str = "<text>", energy: str = "free")
             info = _parse_header(buf[:head_end], source)
             last_cell = info["initial_cell"]
         buf, n_steps, last_cell = _parse_steps(buf, info, energy, last_cell, frames, failed, n_steps, _LOOKAHEAD)
+        if len(buf) > 2 * _MAX_CARRY:  # a step without end in sight: its tables lie near its end
+            dropped = buf[: len(buf) - _MAX_CARRY]
+            seen["iteration"] |= _ITERATION_HEADER.search(dropped) is not None
+            seen["ml"] |= _ML_TOTEN in dropped
+            buf = buf[len(buf) - _MAX_CARRY :]
     if n_bytes == 0:
         raise InputFormatError(f"{source}: the file is empty")
     if info is None:
         info = _parse_header(buf, source)
         last_cell = info["initial_cell"]
-    saw_iteration = _ITERATION_HEADER.search(buf) is not None  # only looked at when no step finished
+    seen["iteration"] |= _ITERATION_HEADER.search(buf) is not None  # only looked at when no step finished
+    seen["ml"] |= _ML_TOTEN in buf
     buf, n_steps, last_cell = _parse_steps(buf, info, energy, last_cell, frames, failed, n_steps, 0)
     tail = buf
     finished = b"General timing and accounting" in tail
@@ -281,7 +288,10 @@ def parse_outcar_chunks(chunks, *, source: str = "<text>", energy: str = "free")
     if _ITERATION_HEADER.search(tail) and not finished:
         n_incomplete += 1
     if not frames:
-        if n_steps == 0 and not saw_iteration:
+        if n_steps == 0 and seen["ml"]:
+            raise InputFormatError(f"{source}: only machine-learned force-field steps ('free  energy ML TOTEN'), "
+                                   "no DFT step to ingest")
+        if n_steps == 0 and not seen["iteration"]:
             raise InputFormatError(f"{source}: no ionic step started (the run stopped during set-up); nothing to ingest")
         raise InputFormatError(f"{source}: no complete ionic step (the run stopped before the first one ended)")
     return _assemble(frames, info, energy, source, hasher.hexdigest(), n_bytes, finished, n_incomplete, failed)
@@ -289,6 +299,10 @@ def parse_outcar_chunks(chunks, *, source: str = "<text>", energy: str = "free")
 
 # Bytes that must follow a TOTEN line before its step is parsed mid-stream (the E(sigma→0) line).
 _LOOKAHEAD = 1024
+# An unfinished step longer than twice this keeps only its last _MAX_CARRY bytes (one SCF
+# iteration is ~0.1-1 MB; the tables a frame needs come after the last one), bounding memory.
+_MAX_CARRY = 64 << 20
+_ML_TOTEN = b"free  energy ML TOTEN"
 
 
 def _header_end(buf: bytes) -> int | None:
