@@ -35,6 +35,11 @@ def atomic_output(path: str | os.PathLike, *, copy_existing: bool = False):
         else:
             tmp_path.unlink()
         yield tmp_path
+        # mkstemp files are owner-only; give the result the mode the old file (or a plain write) has.
+        if path.exists():
+            shutil.copymode(path, tmp_path)
+        else:
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -44,3 +49,9 @@ def atomic_output(path: str | os.PathLike, *, copy_existing: bool = False):
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
