@@ -32,13 +32,13 @@ runner = CliRunner()
 
 
 def _small_model(type_one_side=True, spin=None):
-    config = ModelConfig(type_map=("Li", "Ni", "O", "Ni_spin"), sel=(4, 4, 8, 4), rcut=4.5, rcut_smth=1.0,
+    config = ModelConfig(type_map=("Ni", "O"), sel=(6, 8), rcut=4.5, rcut_smth=1.0,
                          embedding_neurons=(4, 8), axis_neuron=2, fitting_neurons=(8, 8),
                          type_one_side=type_one_side)
     stats = default_stats(config)
     stats["davg"][:, :, 0] = 0.1
     stats["dstd"] *= 0.7
-    stats["type_bias"] = np.array([-1.9, -5.5, -4.9, 0.0])
+    stats["type_bias"] = np.array([-5.5, -4.9])
     return Model(config, init_params(config, jax.random.PRNGKey(5)), stats, spin=spin, metadata={"note": "test"})
 
 
@@ -46,7 +46,7 @@ def _structure():
     rng = np.random.default_rng(0)
     cell = np.array([[5.8, 0, 0], [0.4, 5.6, 0], [0.2, 0.3, 6.1]])
     pos = rng.random((12, 3)) @ cell
-    types = np.array([0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3])
+    types = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
     return pos, cell, types
 
 
