@@ -84,6 +84,9 @@ def _register() -> None:
 
     app.command("train", help=train.__doc__)(user_errors(train.train))
     app.command("test", help=test_model.__doc__)(user_errors(test_model.test_model))
+    from cathodeml.commands import md
+
+    app.command("md", help=md.__doc__)(user_errors(md.md))
 
 
 _register()

@@ -15,7 +15,6 @@ thermostat velocities 1/fs, thermostat masses eV·fs².
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable
 
 import jax
@@ -217,14 +216,6 @@ def nose_hoover_chain_step(state: MDState, force_fn: ForceFn, masses: jax.Array,
     state = _verlet(dataclasses.replace(state, velocities=v, chain=chain), force_fn, masses, dt)
     v, chain = nose_hoover_chain_propagate(state.velocities, masses, state.chain, thermostat, 0.5 * dt)
     return dataclasses.replace(state, velocities=v, chain=chain)
-
-
-def make_step(masses, dt: float, thermostat: NoseHooverChain | None):
-    """step(state, force_fn) -> state for NVE (thermostat None) or NVT; dt in fs, masses amu."""
-    masses = jnp.asarray(masses, dtype=jnp.float64)
-    if thermostat is None:
-        return functools.partial(velocity_verlet_step, masses=masses, dt=dt)
-    return functools.partial(nose_hoover_chain_step, masses=masses, dt=dt, thermostat=thermostat)
 
 
 def maxwell_boltzmann_velocities(key: jax.Array, masses, temperature_K: float, n_dof: int | None = None) -> jax.Array:

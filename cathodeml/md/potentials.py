@@ -162,3 +162,105 @@ def harmonic_wells(centers, spring_constants) -> Potential:
 
     return Potential(energy=energy, build_neighbors=lambda *args: None, cutoff=0.0, name="harmonic wells")
 
+
+
+# ------------------------------------------------------------------------- DeepPot-SE adapter
+
+
+@dataclasses.dataclass(frozen=True)
+class SpinPlacement:
+    """Virtual spin atoms of a structure, held fixed during MD: host_index [M], types [M] (model
+    type indices), eta [M] Å/μB, d [M] Å, host moments [M] (collinear, μB) or [M,3] (vector), mode."""
+
+    host_index: np.ndarray
+    types: np.ndarray
+    eta: np.ndarray
+    d: np.ndarray
+    moments: np.ndarray
+    mode: str
+
+
+def real_type_map(model) -> list[str]:
+    """The model's type map without its `<El>_spin` virtual types (those come last)."""
+    from cathodeml.spin import SpinSettings, virtual_type_name
+
+    if not model.spin:
+        return list(model.type_map)
+    virtual = {virtual_type_name(e) for e in SpinSettings.from_dict(model.spin).elements}
+    return [t for t in model.type_map if t not in virtual]
+
+
+def spin_placement(model, atom_types, moments) -> SpinPlacement | None:
+    """Virtual atoms for a spin model (None for a plain one).  atom_types [N] index the model's
+    real type map; moments [N] μB (collinear; or [N,3], whose z component is used) or [N,3]
+    (vector mode).  A spin model without moments is a CathodemlError."""
+    from cathodeml.errors import CathodemlError
+    from cathodeml.spin import SpinSettings, augmented_type_map, virtual_sites
+
+    if not model.spin:
+        return None
+    settings = SpinSettings.from_dict(model.spin)
+    real = real_type_map(model)
+    if augmented_type_map(real, settings) != list(model.type_map):
+        raise CathodemlError(f"the model's type map {list(model.type_map)} does not follow the spin layout "
+                             "(real types, then <El>_spin in type-map order); was it trained on augment-spin data?")
+    sites = virtual_sites(np.asarray(atom_types), real, settings)
+    if moments is None:
+        raise CathodemlError(f"this is a spin model (virtual atoms for {','.join(settings.elements)}): give moments with "
+                             "--magmom Ni=1.0,Mn=3.0, a per-atom file, or a dataset frame that has them")
+    moments = np.asarray(moments, dtype=float)
+    host_m = moments[sites.host_index]
+    if settings.mode == "collinear":
+        host_m = host_m[:, 2] if host_m.ndim == 2 else host_m
+    elif host_m.ndim != 2:
+        raise CathodemlError("this spin model places virtual atoms along moment vectors (vector mode): "
+                             "give three components per atom (a per-atom file with 3 columns)")
+    if not np.all(np.isfinite(host_m)):
+        raise CathodemlError("some magnetic atoms have no moment (NaN); give them with --magmom")
+    return SpinPlacement(sites.host_index, sites.types, sites.eta, sites.d, host_m, settings.mode)
+
+
+def deeppot(model, atom_types, spin: SpinPlacement | None = None, margin: float = 1.25) -> Potential:
+    """A DeepPot-SE `cathodeml.model.Model` as an MD potential for atoms of `atom_types` [N]
+    (indices into the model's type map).  With `spin`, the virtual atoms are recomputed from the
+    host positions inside the energy, so −∂E/∂R_host includes the virtual atom's force."""
+    from cathodeml.model import build_neighbor_list, energy as model_energy, with_capacity
+    from cathodeml.spin import with_virtual_atoms
+
+    config = model.config
+    params = jax.tree_util.tree_map(jnp.asarray, model.params)
+    stats = jax.tree_util.tree_map(jnp.asarray, model.stats)
+    atom_types = np.asarray(atom_types, dtype=np.int64)
+    n_real = atom_types.size
+    if spin is None:
+        all_types = atom_types
+        place = lambda x: x  # noqa: E731
+        place_np = place
+    else:
+        all_types = np.concatenate([atom_types, spin.types])
+        host, eta, d = spin.host_index, spin.eta, spin.d
+        m_np, m_j = spin.moments, jnp.asarray(spin.moments)
+        place = lambda x: with_virtual_atoms(x, m_j, host, jnp.asarray(eta), jnp.asarray(d), spin.mode)  # noqa: E731
+        place_np = lambda x: with_virtual_atoms(x, m_np, host, eta, d, spin.mode)  # noqa: E731
+
+    def energy(positions, cell, nbr):
+        return jnp.asarray(model_energy(config, params, stats, place(positions), cell, nbr), jnp.float64)
+
+    def build(positions, cell, skin, previous):
+        full = place_np(np.asarray(positions, dtype=np.float64))
+        nbr = build_neighbor_list(full, cell, all_types, config.rcut, config.ntypes, skin=skin,
+                                  capacity=None if previous is None else previous.capacity, margin=margin)
+        padded = tuple(padded_capacity(c, 1.0) for c in nbr.capacity)
+        if padded != nbr.capacity:
+            nbr = with_capacity(nbr, padded)
+        return jax.tree_util.tree_map(jnp.asarray, nbr)
+
+    def closest(positions, cell, nbr):
+        idx = nbr.index[:n_real]
+        real = (idx >= 0) & (idx < n_real)
+        diff = positions[jnp.where(real, idx, 0)] + jnp.einsum("nck,kl->ncl", nbr.shift[:n_real].astype(positions.dtype), cell) \
+            - positions[:, None, :]
+        return jnp.sqrt(jnp.min(jnp.where(real, jnp.sum(diff * diff, axis=-1), jnp.inf)))
+
+    name = f"DeepPot-SE se_e2_a (rcut {config.rcut:g} Å{', spin' if spin is not None else ''})"
+    return Potential(energy=energy, build_neighbors=build, cutoff=config.rcut, name=name, closest_distance=closest)

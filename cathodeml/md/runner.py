@@ -132,10 +132,12 @@ class Simulation:
             settings.n_dof if settings.n_dof is not None else integ.degrees_of_freedom(self.n_atoms))
         t_ref = settings.temperature_K if settings.ensemble == "nvt" else max(settings.temperature_K, 0.0)
         self.max_temperature = settings.max_temperature_K or 5.0 * t_ref + 500.0
-        self._step = integ.make_step(self.masses, settings.dt_fs, self.thermostat)
         # Simulations of the same potential, cell, masses and settings (a restart in the same
-        # process, the tests) share compiled kernels instead of compiling them again.
-        key = (potential, settings, np.asarray(masses, dtype=np.float64).tobytes(), np.asarray(cell, dtype=np.float64).tobytes())
+        # process, the tests) share compiled kernels instead of compiling them again; dt, run
+        # length and output cadence are arguments of the kernel, not part of it.
+        kernel_settings = dataclasses.replace(settings, dt_fs=1.0, n_steps=0, stride=1, checkpoint_every=0)
+        key = (potential, kernel_settings, np.asarray(masses, dtype=np.float64).tobytes(),
+               np.asarray(cell, dtype=np.float64).tobytes())
         if key not in _KERNELS:
             if len(_KERNELS) >= 8:
                 _KERNELS.pop(next(iter(_KERNELS)))
@@ -189,7 +191,7 @@ class Simulation:
                      velocities=np.asarray(state.velocities), **obs)
 
     # --- jitted kernel ---------------------------------------------------------------------
-    def _advance_impl(self, state, neighbors, reference, target_step, energy_reference, energy_window):
+    def _advance_impl(self, state, neighbors, reference, target_step, energy_reference, energy_window, dt):
         half_skin2 = (0.5 * self.settings.skin) ** 2
         force_fn = lambda x: energy_and_forces(self.potential, x, self.cell, neighbors)  # noqa: E731
 
@@ -199,7 +201,10 @@ class Simulation:
 
         def body(carry):
             s, _ = carry
-            new = self._step(s, force_fn)
+            if self.thermostat is None:
+                new = integ.velocity_verlet_step(s, force_fn, self.masses, dt)
+            else:
+                new = integ.nose_hoover_chain_step(s, force_fn, self.masses, dt, self.thermostat)
             moved = jnp.max(jnp.sum((new.positions - reference) ** 2, axis=-1)) > half_skin2
             t = integ.temperature(new.velocities, self.masses, self.n_dof)
             close = False
@@ -239,7 +244,8 @@ class Simulation:
             step_now = int(state.step)
             target = min((step_now // st.stride + 1) * st.stride, st.n_steps)
             state, status = self._advance(state, self.neighbors, self.reference_positions,
-                                          jnp.asarray(target, dtype=jnp.int64), energy_reference, energy_window)
+                                          jnp.asarray(target, dtype=jnp.int64), energy_reference, energy_window,
+                                          jnp.asarray(st.dt_fs))
             status = int(status)
             step_now_after = int(state.step)
             if on_progress is not None and step_now_after > step_now:
