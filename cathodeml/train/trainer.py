@@ -104,33 +104,55 @@ def _take(nbr, frames):
 
 
 @dataclasses.dataclass
-class DeviceSystem:
-    """One system's arrays on the device (leading frame axis) plus its static description."""
+class DeviceGroup:
+    """Systems with identical atoms (types, order, virtual layout), their frames stacked on the
+    device (leading frame axis) with one neighbour-list capacity, so they share one compiled step."""
 
-    name: str
     n_real: int
     host_index: object
     has_virial: bool
     arrays: dict
-    n_frames: int
-    batch_size: int
 
 
-def to_device(system: LabelledSystem, sharding=None) -> DeviceSystem:
-    """Move a prepared system (neighbour lists built) onto the device(s)."""
+def _group_key(s: LabelledSystem):
+    return (tuple(int(t) for t in s.atom_types), s.n_real, tuple(int(h) for h in s.host_index), s.nopbc,
+            s.virials is not None)
+
+
+def device_groups(systems: list[LabelledSystem], sharding=None) -> tuple[list[DeviceGroup], list[tuple[int, int]]]:
+    """Stack systems of identical atoms into device groups; return (groups, [(group, first frame)] per system)."""
+    from cathodeml.model.neighbors import with_capacity
+
     put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
-    nf = system.n_frames
-    arrays = {
-        "coords": system.coords,
-        "cells": np.zeros((nf, 3, 3)) if system.nopbc else system.cells,
-        "energies": system.energies,
-        "forces": system.forces,
-        "virials": system.virials if system.virials is not None else np.zeros((nf, 3, 3)),
-        "nbr": system.neighbours,
-    }
-    arrays = jax.tree_util.tree_map(put, arrays)
-    return DeviceSystem(system.name, system.n_real, put(system.host_index), system.virials is not None,
-                        arrays, nf, system.batch_size)
+    keys, members = [], []
+    where = []
+    for i, s in enumerate(systems):
+        key = _group_key(s)
+        if key not in keys:
+            keys.append(key)
+            members.append([])
+        g = keys.index(key)
+        where.append((g, sum(systems[j].n_frames for j in members[g])))
+        members[g].append(i)
+    groups = []
+    for idx in members:
+        parts = [systems[i] for i in idx]
+        capacity = tuple(int(c) for c in np.max([p.neighbours.capacity for p in parts], axis=0))
+        nbrs = [with_capacity(p.neighbours, capacity) if tuple(p.neighbours.capacity) != capacity else p.neighbours
+                for p in parts]
+        first = parts[0]
+        arrays = {
+            "coords": np.concatenate([p.coords for p in parts]),
+            "cells": np.concatenate([np.zeros((p.n_frames, 3, 3)) if p.nopbc else p.cells for p in parts]),
+            "energies": np.concatenate([p.energies for p in parts]),
+            "forces": np.concatenate([p.forces for p in parts]),
+            "virials": np.concatenate([p.virials if p.virials is not None else np.zeros((p.n_frames, 3, 3))
+                                       for p in parts]),
+            "nbr": jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *nbrs),
+        }
+        groups.append(DeviceGroup(first.n_real, put(first.host_index), first.virials is not None,
+                                  jax.tree_util.tree_map(put, arrays)))
+    return groups, where
 
 
 def predict_frame(config: ModelConfig, params, stats, coords, cell, nbr, n_real: int, host_index, want_virial: bool):
@@ -188,11 +210,15 @@ def train_step(params, opt_state, stats, arrays, frames, lr, pref, host_index, *
 
 
 @partial(jax.jit, static_argnames=("config", "n_real", "has_virial"))
-def evaluate_batch(params, stats, arrays, frames, pref, host_index, *, config, n_real, has_virial):
-    """Loss metrics (mean squares) of the model on the frames `frames` of one system."""
+def evaluate_batch(params, stats, arrays, frames, host_index, *, config, n_real, has_virial):
+    """Per-frame squared errors of the model on frames `frames` of a group: energy [B] (eV²),
+    force summed over real atoms and components [B] (eV²/Å²), virial summed over components [B] (eV²)."""
     batch = _gather(arrays, frames, None)
-    _, metrics = _batch_loss(params, config, stats, batch, n_real, host_index, has_virial, pref)
-    return metrics
+    predict = jax.vmap(predict_frame, in_axes=(None, None, None, 0, 0, 0, None, None, None))
+    e, f, v = predict(config, params, stats, batch["coords"], batch["cells"], batch["nbr"], n_real, host_index,
+                      has_virial)
+    return {"se_e": (e - batch["energies"]) ** 2, "se_f": jnp.sum((f - batch["forces"]) ** 2, axis=(1, 2)),
+            "se_v": jnp.sum((v - batch["virials"]) ** 2, axis=(1, 2))}
 
 
 # Adam with DeePMD-kit's (and PyTorch's) constants; the learning rate is applied in the step.
@@ -263,11 +289,11 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     schedule = ExponentialDecay(settings.learning_rate.start_lr, settings.learning_rate.stop_lr,
                                 settings.learning_rate.decay_steps, t_cfg.steps)
     n_dev, replicated, by_frames = _devices_and_shardings([s.batch_size for s in train_systems])
-    train_dev = [to_device(s, replicated) for s in train_systems]
-    valid_dev = [to_device(s, replicated) for s in valid_systems]
-    valid_frames = [np.arange(s.n_frames if not t_cfg.valid_frames else min(s.n_frames, t_cfg.valid_frames))
-                    for s in valid_systems]
-    has_virial = any(s.has_virial for s in train_dev) and (loss_cfg.start_pref_v > 0 or loss_cfg.limit_pref_v > 0)
+    train_groups, train_where = device_groups(train_systems, replicated)
+    valid_groups, valid_where = device_groups(valid_systems, replicated)
+    n_shown = [s.n_frames if not t_cfg.valid_frames else min(s.n_frames, t_cfg.valid_frames) for s in valid_systems]
+    validation = _Validation(valid_groups, valid_where, valid_systems, n_shown)
+    has_virial = any(g.has_virial for g in train_groups) and (loss_cfg.start_pref_v > 0 or loss_cfg.limit_pref_v > 0)
 
     sampler = FrameSampler(train_systems, t_cfg.seed)
     if state.sampler_state is not None:
@@ -288,15 +314,17 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     interrupted = False
     t0 = time.perf_counter()
     first_step_time = None
+    display_time = 0.0
     info: dict = {}
     with open(lcurve_path, "a") as lcurve:
         while step < t_cfg.steps:
             lr = schedule(step)
             pref = prefactors(loss_cfg, lr, settings.learning_rate.start_lr)
             k, frames = sampler.next()
-            s = train_dev[k]
+            g, offset = train_where[k]
+            s = train_groups[g]
             params, opt_state, metrics = train_step(
-                params, opt_state, stats_dev, s.arrays, frames, lr, pref, s.host_index,
+                params, opt_state, stats_dev, s.arrays, frames + offset, lr, pref, s.host_index,
                 config=config, n_real=s.n_real, has_virial=has_virial and s.has_virial,
                 batch_sharding=by_frames)
             step += 1
@@ -305,7 +333,9 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
                 first_step_time = time.perf_counter()
             if step % t_cfg.disp_freq == 0 or step == 1 or step == t_cfg.steps:
                 trn = _rmse(metrics, s.n_real)
-                val = _validate(params, stats_dev, valid_dev, valid_frames, pref, config, has_virial) if valid_dev else None
+                t_val = time.perf_counter()
+                val = validation(params, stats_dev, pref, config, has_virial, trn["rmse"]) if valid_systems else None
+                display_time += time.perf_counter() - t_val
                 row = {"step": step, "lr": lr, "train": trn, "valid": val}
                 history.append(row)
                 lcurve.write(_lcurve_row(row, has_virial))
@@ -321,14 +351,14 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     jax.block_until_ready(params)
     elapsed = time.perf_counter() - t0
     timed_steps = step - state.step - 1
-    rate = timed_steps / (time.perf_counter() - first_step_time) if first_step_time and timed_steps > 0 else float("nan")
+    busy = time.perf_counter() - first_step_time - display_time if first_step_time else 0.0
+    rate = timed_steps / busy if timed_steps > 0 and busy > 0 else float("nan")
     save(step)
     params_host = jax.tree_util.tree_map(np.asarray, params)
     final = {}
-    if valid_dev:
+    if valid_systems:
         pref = prefactors(loss_cfg, schedule(step), settings.learning_rate.start_lr)
-        final["valid"] = _validate(params, stats_dev, valid_dev, [np.arange(s.n_frames) for s in valid_systems],
-                                   pref, config, has_virial)
+        final["valid"] = validation(params, stats_dev, pref, config, has_virial, None, every_frame=True)
     return TrainResult(params_host, state.stats, step, interrupted, history, elapsed, rate, final)
 
 
@@ -346,26 +376,41 @@ def _rmse(metrics: dict, n_real: int) -> dict:
     return out
 
 
-def _validate(params, stats, systems: list[DeviceSystem], frames_per_system, pref, config, has_virial) -> dict:
-    """RMSEs pooled over validation frames: energy and virial per atom (eV), force (eV/Å), √loss."""
-    totals = {"loss": 0.0, "e": 0.0, "f": 0.0, "v": 0.0}
-    n_frames = n_force = 0
-    for s, frames in zip(systems, frames_per_system):
-        m = evaluate_batch(params, stats, s.arrays, frames, pref, s.host_index, config=config, n_real=s.n_real,
-                           has_virial=has_virial and s.has_virial)
-        nf = len(frames)
-        totals["loss"] += float(m["loss"]) * nf
-        totals["e"] += float(m["mse_e"]) / s.n_real ** 2 * nf
-        totals["f"] += float(m["mse_f"]) * nf * s.n_real
-        if "mse_v" in m:
-            totals["v"] += float(m["mse_v"]) / s.n_real ** 2 * nf
-        n_frames += nf
-        n_force += nf * s.n_real
-    out = {"rmse": np.sqrt(totals["loss"] / n_frames), "rmse_e": np.sqrt(totals["e"] / n_frames),
-           "rmse_f": np.sqrt(totals["f"] / n_force)}
-    if has_virial:
-        out["rmse_v"] = np.sqrt(totals["v"] / n_frames)
-    return {k: float(v) for k, v in out.items()}
+class _Validation:
+    """Validation RMSEs pooled over frames, evaluated in fixed-size chunks (one compilation per group)."""
+
+    chunk = 4
+
+    def __init__(self, groups, where, systems, n_shown):
+        self.groups, self.where, self.systems, self.n_shown = groups, where, systems, n_shown
+
+    def __call__(self, params, stats, pref, config, has_virial, train_rmse, every_frame: bool = False) -> dict:
+        """{"rmse_e" eV/atom, "rmse_f" eV/Å, ["rmse_v" eV/atom], "rmse" √loss} over the shown frames."""
+        se = {"e": 0.0, "f": 0.0, "v": 0.0}
+        n_frames = n_force = 0
+        for s, (g, offset), shown in zip(self.systems, self.where, self.n_shown):
+            n = s.n_frames if every_frame else shown
+            group = self.groups[g]
+            for start in range(0, n, self.chunk):
+                take = min(self.chunk, n - start)
+                frames = offset + np.minimum(np.arange(start, start + self.chunk), n - 1)
+                m = evaluate_batch(params, stats, group.arrays, frames, group.host_index, config=config,
+                                   n_real=s.n_real, has_virial=has_virial and group.has_virial)
+                m = {k: np.asarray(v)[:take] for k, v in m.items()}
+                se["e"] += float(np.sum(m["se_e"])) / s.n_real ** 2
+                se["f"] += float(np.sum(m["se_f"]))
+                se["v"] += float(np.sum(m["se_v"])) / s.n_real ** 2
+            n_frames += n
+            n_force += 3 * n * s.n_real
+        out = {"rmse_e": np.sqrt(se["e"] / n_frames), "rmse_f": np.sqrt(se["f"] / n_force)}
+        mse_e_norm = se["e"] / n_frames  # ⟨ΔE²⟩/N² averaged; the loss uses ⟨ΔE²⟩/N
+        n_mean = sum(s.n_real for s in self.systems) / len(self.systems)
+        loss = pref[0] * mse_e_norm * n_mean + pref[1] * out["rmse_f"] ** 2
+        if has_virial:
+            out["rmse_v"] = np.sqrt(se["v"] / n_frames)
+            loss += pref[2] * se["v"] / n_frames * n_mean
+        out["rmse"] = np.sqrt(loss)
+        return {k: float(v) for k, v in out.items()}
 
 
 def _lcurve_row(row: dict, has_virial: bool) -> str:
