@@ -286,3 +286,30 @@ def test_host_forces_include_their_virtual_spin_atoms(data_dir):
     expected = np.asarray(all_forces[: len(pos)]).copy()
     expected[hosts] += np.asarray(all_forces[len(pos):])
     np.testing.assert_allclose(host_forces, expected, atol=1e-12)
+
+
+def test_force_loss_gradient_wrt_weights_matches_finite_differences(data_dir):
+    """Training differentiates the forces (themselves a gradient) w.r.t. the weights: second order."""
+    pos, cell, types = _triclinic(data_dir)
+    config = ModelConfig(type_map=("O", "H"), sel=(6, 10), rcut=4.0, rcut_smth=2.0, embedding_neurons=(4, 8),
+                         axis_neuron=2, fitting_neurons=(8, 8), type_one_side=False)
+    params = init_params(config, jax.random.PRNGKey(3))
+    stats = default_stats(config)
+    nbr = build_neighbor_list(pos, cell, types, config.rcut, config.ntypes)
+
+    def force_loss(p):
+        forces = -jax.grad(lambda r: energy(config, p, stats, r, cell, nbr))(jnp.asarray(pos))
+        return jnp.sum(forces ** 2)
+
+    loss_and_grad = jax.jit(jax.value_and_grad(force_loss))
+    _, grads = loss_and_grad(params)
+    h = 1e-6
+    for net, index, layer in (("embedding", 2, 1), ("fitting", 1, 0)):
+        def bumped(step, net=net, index=index, layer=layer):
+            p = jax.tree_util.tree_map(lambda x: x, params)
+            p[net][index][layer]["w"] = params[net][index][layer]["w"].at[0, 1].add(step)
+            return p
+
+        fd = (loss_and_grad(bumped(h))[0] - loss_and_grad(bumped(-h))[0]) / (2 * h)
+        analytic = grads[net][index][layer]["w"][0, 1]
+        assert abs(fd - analytic) < 1e-6 * max(1.0, abs(analytic))
