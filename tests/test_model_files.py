@@ -150,3 +150,18 @@ def test_vmapped_matvec_reduction_is_correct_jax_39103():
     matrix = jnp.eye(3, dtype=jnp.float64)
     jitted = jax.jit(jax.vmap(lambda row: jnp.sum((matrix @ row) ** 2)))(x)
     np.testing.assert_array_equal(np.asarray(jitted), np.arange(n, dtype=np.float64) ** 2)
+
+
+def test_float32_model_exports_float32_arrays_and_reads_back_to_single_precision(tmp_path):
+    import dataclasses
+
+    model = _small_model()
+    model = dataclasses.replace(model, config=model.config.replace(precision="float32"))
+    export_deepmd(tmp_path / "m32.dp", model)
+    with h5py.File(tmp_path / "m32.dp") as f:
+        tree = json.loads(f.attrs["json"])
+        w_ref = tree["model"]["descriptor"]["embeddings"]["networks"][0]["layers"][0]["@variables"]["w"]
+        assert f[w_ref].dtype == np.float32
+    back = import_deepmd(tmp_path / "m32.dp")
+    assert back.config.precision == "float32"
+    assert parameters_identical(model, back, rtol=1e-7) and not parameters_identical(model, back)

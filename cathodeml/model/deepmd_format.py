@@ -5,7 +5,9 @@ model-level output statistics, each with an "@variables" dict of arrays.  For th
 implement -- a "standard" model with an se_e2_a descriptor and an "ener" fitting, no excluded
 types, no frame/atom parameters -- the mapping is one-to-one, except that DeePMD-kit keeps two
 per-type energy shifts (the fitting's bias_atom_e and the model's out_bias) which we hold as their
-sum `type_bias`; export writes the sum as bias_atom_e and a zero out_bias.  Anything outside the
+sum `type_bias`; export writes the sum as bias_atom_e and a zero out_bias.  A float32 model is
+written with float32 arrays (DeePMD-kit checks that arrays match the declared precision), so its
+export → import round trip is exact only to float32 rounding.  Anything outside the
 subset is refused with a message naming the setting, rather than silently evaluated differently.
 """
 
@@ -87,16 +89,18 @@ def from_deepmd(tree: dict) -> tuple[ModelConfig, dict, dict]:
 
 
 def _layer_tree(layer: dict, activation: str, resnet: bool, precision: str) -> dict:
+    dt = np.float32 if precision == "float32" else np.float64  # DeePMD-kit checks arrays match `precision`
     idt = layer.get("idt")
     return {"@class": "Layer", "@version": 2, "bias": True, "use_timestep": idt is not None,
             "activation_function": activation, "resnet": resnet, "precision": precision, "trainable": True,
-            "@variables": {"w": np.asarray(layer["w"], np.float64), "b": np.asarray(layer["b"], np.float64),
-                           "idt": None if idt is None else np.asarray(idt, np.float64)}}
+            "@variables": {"w": np.asarray(layer["w"], dt), "b": np.asarray(layer["b"], dt),
+                           "idt": None if idt is None else np.asarray(idt, dt)}}
 
 
 def to_deepmd(config: ModelConfig, params: dict, stats: dict) -> dict:
     """The DeePMD-kit 3.x serialized tree of our model (arrays as numpy), for `write_dp`."""
     prec = config.precision
+    dt = config.dtype
     nt = config.ntypes
     embeddings = [{"@class": "EmbeddingNetwork", "@version": 2, "in_dim": 1,
                    "neuron": list(config.embedding_neurons), "activation_function": config.activation,
@@ -118,7 +122,7 @@ def to_deepmd(config: ModelConfig, params: dict, stats: dict) -> dict:
         "env_mat": {"rcut": config.rcut, "rcut_smth": config.rcut_smth, "protection": 0.0, "use_exp_switch": False},
         "embeddings": {"@class": "NetworkCollection", "@version": 1, "ndim": 1 if config.type_one_side else 2,
                        "ntypes": nt, "network_type": "embedding_network", "networks": embeddings},
-        "@variables": {"davg": np.asarray(stats["davg"], np.float64), "dstd": np.asarray(stats["dstd"], np.float64)},
+        "@variables": {"davg": np.asarray(stats["davg"], dt), "dstd": np.asarray(stats["dstd"], dt)},
         "type_map": list(config.type_map),
     }
     fitting = {
@@ -128,7 +132,7 @@ def to_deepmd(config: ModelConfig, params: dict, stats: dict) -> dict:
         "activation_function": config.activation, "precision": prec, "mixed_types": False, "exclude_types": [],
         "nets": {"@class": "NetworkCollection", "@version": 1, "ndim": 1, "ntypes": nt,
                  "network_type": "fitting_network", "networks": fittings},
-        "@variables": {"bias_atom_e": np.asarray(stats["type_bias"], np.float64).reshape(nt, 1), "case_embd": None,
+        "@variables": {"bias_atom_e": np.asarray(stats["type_bias"], dt).reshape(nt, 1), "case_embd": None,
                        "fparam_avg": None, "fparam_inv_std": None, "aparam_avg": None, "aparam_inv_std": None},
         "type_map": list(config.type_map), "tot_ener_zero": False, "trainable": [True] * (len(config.fitting_neurons) + 1),
         "layer_name": None, "use_aparam_as_mask": False, "spin": None, "type": "ener", "dim_out": 1, "atom_ener": None,

@@ -120,9 +120,11 @@ def export_deepmd(path: str | os.PathLike, model: Model) -> None:
     write_dp(path, to_deepmd(model.config, model.params, model.stats))
 
 
-def parameters_identical(a: Model, b: Model) -> bool:
-    """True when two models have the same config and bit-identical params and stats."""
+def parameters_identical(a: Model, b: Model, rtol: float = 0.0) -> bool:
+    """True when two models have the same config and params and stats equal to `rtol` (0: bit-identical)."""
     if a.config != b.config:
         return False
     la, lb = list(_leaves(a.params)) + list(_leaves(a.stats)), list(_leaves(b.params)) + list(_leaves(b.stats))
-    return len(la) == len(lb) and all(np.shape(x) == np.shape(y) and np.array_equal(x, y) for x, y in zip(la, lb))
+    return len(la) == len(lb) and all(
+        np.shape(x) == np.shape(y) and (np.array_equal(x, y) if rtol == 0 else np.allclose(x, y, rtol=rtol, atol=0))
+        for x, y in zip(la, lb))
