@@ -49,7 +49,7 @@ def md(
     from cathodeml.md.session import MDSystem, checkpoint_path, log_path, run_md
 
     console = Console(quiet=quiet or as_json)
-    every = checkpoint_every if checkpoint_every is not None else max(stride, 10000 // stride * stride)
+    every = checkpoint_every if checkpoint_every is not None else max(stride, 10000 // max(stride, 1) * stride)
     settings = RunSettings(dt_fs=dt, n_steps=steps, stride=stride, ensemble=ensemble.lower(), temperature_K=temperature,
                            tdamp_fs=tdamp, chain_length=chain, skin=skin, checkpoint_every=every)
     settings.validate()

@@ -74,14 +74,13 @@ class PairList:
 
 
 def padded_capacity(n: int, margin: float = 1.25) -> int:
-    """Slots for n entries: n·margin rounded up to m·2^k with 8 ≤ m ≤ 15 (steps of ≤ 12.5 %).
+    """Slots for n entries: n·margin rounded up to m·2^k with 4 ≤ m ≤ 7 (steps of ≤ 25 %), at least 8.
 
-    Coarse steps mean a list rebuilt from scratch (at a checkpoint, or on restart) almost always
-    gets the shapes it had before -- no recompilation -- and always the same shapes for the same
-    positions, so a restarted run repeats the uninterrupted one's arithmetic.
+    Coarse steps mean that a list which has to grow rarely grows again soon after (each new
+    shape is one recompilation of the MD kernel).
     """
     need = max(int(np.ceil(n * margin)), 8)
-    k = max(need.bit_length() - 4, 0)
+    k = max(need.bit_length() - 3, 0)
     return -(-need // (1 << k)) * (1 << k)
 
 
@@ -220,10 +219,38 @@ def spin_placement(model, atom_types, moments) -> SpinPlacement | None:
     return SpinPlacement(sites.host_index, sites.types, sites.eta, sites.d, host_m, settings.mode)
 
 
+_DEEPPOTS: dict = {}
+
+
+def _digest(*arrays) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for leaf in arrays:
+        for x in jax.tree_util.tree_leaves(leaf):
+            a = np.ascontiguousarray(np.asarray(x))
+            h.update(str((a.dtype, a.shape)).encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def deeppot(model, atom_types, spin: SpinPlacement | None = None, margin: float = 1.25) -> Potential:
     """A DeepPot-SE `cathodeml.model.Model` as an MD potential for atoms of `atom_types` [N]
     (indices into the model's type map).  With `spin`, the virtual atoms are recomputed from the
-    host positions inside the energy, so −∂E/∂R_host includes the virtual atom's force."""
+    host positions inside the energy, so −∂E/∂R_host includes the virtual atom's force.
+
+    The same model, atoms and spin placement give the same Potential object, so a second run in
+    one process (a restart, the tests) reuses the compiled MD kernels."""
+    spin_key = None if spin is None else _digest(spin.host_index, spin.types, spin.eta, spin.d, spin.moments) + spin.mode
+    key = (model.config, _digest(model.params, model.stats), np.asarray(atom_types).tobytes(), spin_key, margin)
+    if key not in _DEEPPOTS:
+        if len(_DEEPPOTS) >= 4:
+            _DEEPPOTS.pop(next(iter(_DEEPPOTS)))
+        _DEEPPOTS[key] = _deeppot(model, atom_types, spin, margin)
+    return _DEEPPOTS[key]
+
+
+def _deeppot(model, atom_types, spin: SpinPlacement | None, margin: float) -> Potential:
     from cathodeml.model import build_neighbor_list, energy as model_energy, with_capacity
     from cathodeml.spin import with_virtual_atoms
 

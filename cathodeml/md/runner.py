@@ -37,6 +37,17 @@ _KERNELS: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
+class _CapacityHint:
+    """Stands in for a previous neighbour list: builders only read its capacity."""
+
+    capacity: object
+
+    def __post_init__(self):
+        if isinstance(self.capacity, list):
+            object.__setattr__(self, "capacity", tuple(self.capacity))
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSettings:
     """MD settings: dt (fs), total steps, output stride (steps), ensemble "nvt"|"nve", target
     temperature (K), Tdamp (fs), chain length, Suzuki–Yoshida sub-steps, neighbour skin (Å),
@@ -149,18 +160,26 @@ class Simulation:
         self.neighbor_builds = 0
 
     # --- host side -------------------------------------------------------------------------
-    def rebuild_neighbors(self, positions, fresh: bool = False) -> None:
-        """Build the neighbour data (cutoff + skin) at `positions` (Å); `fresh` forgets the old
-        capacity, so the list is exactly what a restart from these positions builds."""
+    def rebuild_neighbors(self, positions, capacity=None) -> None:
+        """Build the neighbour data (cutoff + skin) at `positions` (Å), keeping the capacity of the
+        current list (or the given `capacity`, e.g. from a checkpoint) unless atoms need more."""
         positions = np.asarray(positions)
-        previous = None if fresh else self.neighbors
+        previous = self.neighbors if capacity is None else _CapacityHint(capacity)
         self.neighbors = self.potential.build_neighbors(positions, np.asarray(self.cell), self.settings.skin, previous)
         self.reference_positions = jnp.asarray(positions)
         self.neighbor_builds += 1
 
-    def initial_state(self, positions, velocities, step: int = 0, chain: integ.ChainState | None = None) -> integ.MDState:
-        """State at `positions` (Å) with `velocities` (Å/fs); forces evaluated with a fresh list."""
-        self.rebuild_neighbors(positions)
+    @property
+    def neighbor_capacity(self):
+        """Capacity of the current neighbour list (int or tuple; JSON-able), None without one."""
+        cap = getattr(self.neighbors, "capacity", None)
+        return list(cap) if isinstance(cap, tuple) else cap
+
+    def initial_state(self, positions, velocities, step: int = 0, chain: integ.ChainState | None = None,
+                      capacity=None) -> integ.MDState:
+        """State at `positions` (Å) with `velocities` (Å/fs); forces evaluated with a new list (of
+        at least `capacity`, as saved in a checkpoint, so a restart repeats the same arithmetic)."""
+        self.rebuild_neighbors(positions, capacity)
         x = jnp.asarray(positions, dtype=jnp.float64)
         energy, forces = self._forces(x, self.neighbors)
         length = self.thermostat.chain_length if self.thermostat else 0
@@ -169,8 +188,9 @@ class Simulation:
                              step=jnp.asarray(step, dtype=jnp.int64))
 
     def refresh(self, state: integ.MDState) -> integ.MDState:
-        """Rebuild the list and recompute forces at the state's positions (done at checkpoints)."""
-        self.rebuild_neighbors(state.positions, fresh=True)
+        """Rebuild the list and recompute forces at the state's positions (done at checkpoints, so
+        that a restart from the checkpoint, which must build its own list, computes the same)."""
+        self.rebuild_neighbors(state.positions)
         energy, forces = self._forces(state.positions, self.neighbors)
         return dataclasses.replace(state, forces=forces, potential_energy=energy)
 

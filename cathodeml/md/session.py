@@ -76,7 +76,7 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
         if step >= settings.n_steps:
             raise CathodemlError(f"{ckpt} is at step {step} already; ask for more --steps (total) to continue")
         chain = integ.ChainState(jnp.asarray(arrays["chain_xi"]), jnp.asarray(arrays["chain_v_xi"]))
-        state = sim.initial_state(arrays["positions"], arrays["velocities"], step, chain)
+        state = sim.initial_state(arrays["positions"], arrays["velocities"], step, chain, meta.get("neighbor_capacity"))
         rng_key = arrays["rng_key"]
         writer = TrajectoryWriter.reopen(output, keep_step=step)
         _truncate_log(log, step)
@@ -113,7 +113,7 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
         write_checkpoint(ckpt, {"positions": np.asarray(s.positions), "velocities": np.asarray(s.velocities),
                                 "chain_xi": np.asarray(s.chain.xi), "chain_v_xi": np.asarray(s.chain.v_xi),
                                 "rng_key": np.asarray(rng_key)},
-                         {"step": int(s.step), "fingerprint": fingerprint})
+                         {"step": int(s.step), "fingerprint": fingerprint, "neighbor_capacity": sim.neighbor_capacity})
 
     with writer:
         result = sim.run(state, on_frame=frame_out, on_checkpoint=checkpoint_out, should_stop=should_stop,
