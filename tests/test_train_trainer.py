@@ -101,6 +101,9 @@ def test_restart_after_an_interruption_continues_bit_for_bit(small_nio, tmp_path
     assert (tmp_path / "a.out").read_text() == (tmp_path / "b.out").read_text()
     _, meta, state = read_checkpoint(tmp_path / "b.h5")
     assert state.step == 8 and meta["kind"] == "checkpoint"
+    from cathodeml.commands.train import describe_checkpoint
+
+    assert describe_checkpoint(tmp_path / "b.h5")[0]["step"] == 8  # `cathodeml info checkpoint.h5`
 
 
 def test_restart_with_other_data_is_refused(small_nio, tmp_path, data_dir):
@@ -144,15 +147,15 @@ def test_two_devices_train_the_same_model_as_one(small_nio, tmp_path):
     config, data = small_nio
     script = tmp_path / "run.py"
     script.write_text(_TWO_DEVICE_SCRIPT)
-    out = {}
-    for n in (1, 2):
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-        work = tmp_path / f"d{n}"
-        work.mkdir()
-        proc = subprocess.run([sys.executable, str(script), str(config), str(data), str(work)], env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        out[n] = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out[1]["devices"] == 1 and out[2]["devices"] == 2
-    for a, b in zip(out[1]["leaves"], out[2]["leaves"]):
-        assert np.allclose(a, b, rtol=1e-9, atol=1e-12)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, str(script), str(config), str(data), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    two = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert two["devices"] == 2 and jax.local_device_count() == 1
+    settings = _settings(config, data, training__steps=4, training__batch_size=2)
+    plan = plan_run(settings)
+    one = train(plan.config, plan.state, plan.train_systems, plan.valid_systems, settings,
+                lcurve_path=tmp_path / "one.out", checkpoint_path=tmp_path / "one.h5")
+    for a, b in zip(jax.tree_util.tree_leaves(one.params), two["leaves"]):
+        assert np.allclose(np.ravel(a), b, rtol=1e-9, atol=1e-12)

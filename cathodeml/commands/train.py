@@ -135,3 +135,23 @@ def _report(summary: dict, quiet: bool, as_json: bool) -> None:
                   highlight=False)
     wrote = [summary["model"]] if summary["model"] else []
     console.print("wrote " + ", ".join(wrote + [summary["lcurve"], summary["checkpoint"]]), highlight=False)
+
+
+def describe_checkpoint(path):
+    """Summary of a training checkpoint for `cathodeml info`: step reached, run length, model."""
+    from cathodeml.train.trainer import read_checkpoint
+
+    config, meta, state = read_checkpoint(path)
+    training = meta["settings"]["training"]
+    summary = {"path": str(path), "kind": "checkpoint", "step": state.step, "steps": training["steps"],
+               "type_map": list(config.type_map), "sel": list(config.sel), "model": config.to_dict(),
+               "spin": meta.get("spin"), "data": training["data"]}
+
+    def render(console):
+        console.print(f"[bold]{path}[/bold]: training checkpoint at step {state.step} of {training['steps']}; "
+                      f"type map {','.join(config.type_map)}, sel {list(config.sel)}, embedding "
+                      f"{list(config.embedding_neurons)}, fitting {list(config.fitting_neurons)}"
+                      + (f", spin {meta['spin']['mode']}" if meta.get("spin") else ""), highlight=False)
+        console.print(f"continue with: cathodeml train CONFIG --restart {path} -o model.h5", highlight=False)
+
+    return summary, render
