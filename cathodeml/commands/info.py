@@ -22,6 +22,8 @@ def _describer(kind: str):
             from cathodeml.commands.describe_model import describe_model as fn
         elif kind == "trajectory":
             from cathodeml.commands.describe_trajectory import describe_trajectory as fn
+        elif kind == "checkpoint":
+            from cathodeml.commands.train import describe_checkpoint as fn
         else:
             raise CathodemlError(f"no describer for files of kind {kind!r}")
         DESCRIBERS[kind] = fn
