@@ -131,3 +131,13 @@ def test_a_spin_model_rebuilds_virtual_atoms_for_plain_data(tmp_path, data_dir):
     assert np.isclose(a["energy"]["rmse"], b["energy"]["rmse"], rtol=1e-12)
     assert np.isclose(a["force"]["rmse"], b["force"]["rmse"], rtol=1e-12)
     assert json.loads(on_plain.stdout)["spin"]["mode"] == "vector"
+
+
+def test_virial_errors_are_reported_per_atom_when_labels_exist():
+    rng = np.random.default_rng(3)
+    s = _labelled([0, 1], np.zeros(2), np.zeros((2, 2, 3)), None)
+    s.virials = rng.normal(size=(2, 3, 3))
+    v_pred = s.virials + 0.2
+    report = error_report([s], [(np.zeros(2), np.zeros((2, 2, 3)), v_pred)], ["Ni", "O"])
+    assert np.isclose(report["virial"]["rmse"], 1000 * 0.2 / 2)
+    assert np.isclose(report["systems"][0]["virial"]["mae"], 1000 * 0.2 / 2)

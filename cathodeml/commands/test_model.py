@@ -98,7 +98,9 @@ def _render(console: Console, report: dict) -> None:
     o = report["overall"]
     console.print(f"{report['model']} on {report['data']}: {o['frames']} frames; energy RMSE "
                   f"{o['energy']['rmse']:.2f} meV/atom (MAE {o['energy']['mae']:.2f}), force RMSE "
-                  f"{o['force']['rmse']:.1f} meV/Å (MAE {o['force']['mae']:.1f})", highlight=False)
+                  f"{o['force']['rmse']:.1f} meV/Å (MAE {o['force']['mae']:.1f})"
+                  + (f", virial RMSE {report['virial']['rmse']:.2f} meV/atom" if "virial" in report else ""),
+                  highlight=False)
     table = Table("system", "frames", "atoms", "E RMSE meV/atom", "E MAE", "F RMSE meV/Å", "F MAE", title="per system")
     for s in report["systems"]:
         table.add_row(s["name"], str(s["frames"]), str(s["atoms"]), f"{s['energy']['rmse']:.2f}",

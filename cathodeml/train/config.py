@@ -33,8 +33,8 @@ class ModelSettings:
     1.1, rounded up to a multiple of 4, as DeePMD-kit).  embedding_neurons, fitting_neurons:
     hidden widths; axis_neuron: columns of G kept (M₂); type_one_side: embedding depends only on
     the neighbour type; embedding_resnet_dt, fitting_resnet_dt: learnable timestep on residual
-    layers; activation: "tanh" (or DeePMD-kit's other names); precision: "float64" or "float32"; type_map: element order (empty: taken from data);
-    seed: parameter initialisation seed.
+    layers; activation: "tanh" (or DeePMD-kit's other names); precision: "float64" or "float32";
+    type_map: element order (empty: taken from the data); seed: parameter initialisation seed.
     """
 
     rcut: float = 6.0

@@ -63,15 +63,15 @@ def systems_for_model(model, dataset, where: str) -> list[LabelledSystem]:
     return labelled_systems(Dataset(model_map, systems, dataset.attrs), where)
 
 
-@partial(jax.jit, static_argnames=("config", "n_real"))
-def _predict_chunk(params, stats, coords, cells, nbr, host_index, *, config, n_real):
+@partial(jax.jit, static_argnames=("config", "n_real", "want_virial"))
+def _predict_chunk(params, stats, coords, cells, nbr, host_index, *, config, n_real, want_virial):
     predict = jax.vmap(predict_frame, in_axes=(None, None, None, 0, 0, 0, None, None, None))
-    e, f, _ = predict(config, params, stats, coords, cells, nbr, n_real, host_index, False)
-    return e, f
+    return predict(config, params, stats, coords, cells, nbr, n_real, host_index, want_virial)
 
 
-def predict_system(model, system: LabelledSystem, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Model energies [nf] (eV) and forces on real atoms [nf, n_real, 3] (eV/Å) for every frame.
+def predict_system(model, system: LabelledSystem, chunk: int = 8) -> tuple:
+    """Model energies [nf] (eV), forces on real atoms [nf, n_real, 3] (eV/Å) and, when the system
+    has virial labels, virials [nf, 3, 3] (eV; else None) for every frame.
 
     Frames go through in chunks of `chunk` (the last one padded by repeating a frame, so one
     compilation serves the system).
@@ -82,21 +82,22 @@ def predict_system(model, system: LabelledSystem, chunk: int = 8) -> tuple[np.nd
     nf = system.n_frames
     cells = np.zeros((nf, 3, 3)) if system.nopbc else system.cells
     chunk = min(chunk, nf)
-    energies, forces = [], []
-    capacity = None
+    energies, forces, virials = [], [], []
+    want_virial = system.virials is not None
     nbr_all = build_neighbor_lists(system.coords, None if system.nopbc else system.cells, system.atom_types,
-                                   cfg.rcut, cfg.ntypes, capacity=capacity)
+                                   cfg.rcut, cfg.ntypes)
     host = jnp.asarray(system.host_index)
     for start in range(0, nf, chunk):
         idx = np.arange(start, start + chunk)
         idx = np.minimum(idx, nf - 1)
         nbr = jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], nbr_all)
-        e, f = _predict_chunk(model.params, model.stats, system.coords[idx], cells[idx], nbr, host,
-                              config=cfg, n_real=system.n_real)
+        e, f, v = _predict_chunk(model.params, model.stats, system.coords[idx], cells[idx], nbr, host,
+                                 config=cfg, n_real=system.n_real, want_virial=want_virial)
         keep = min(chunk, nf - start)
         energies.append(np.asarray(e)[:keep])
         forces.append(np.asarray(f)[:keep])
-    return np.concatenate(energies), np.concatenate(forces)
+        virials.append(np.asarray(v)[:keep])
+    return np.concatenate(energies), np.concatenate(forces), np.concatenate(virials) if want_virial else None
 
 
 def _errors(diff: np.ndarray) -> dict:
@@ -140,18 +141,25 @@ def _state_index(moments: np.ndarray, states: list[dict]) -> np.ndarray:
 
 def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarray, np.ndarray]], type_map) -> dict:
     """Every error figure: overall, per system, per element, per atomic spin state and per frame
-    spin configuration.  Energies in meV/atom, forces in meV/Å (component-wise RMSE and MAE)."""
+    spin configuration.  predictions: (energies, forces[, virials or None]) per system.
+    Energies and virials in meV/atom, forces in meV/Å (component-wise RMSE and MAE)."""
     type_map = list(type_map)
     states = atom_spin_states(systems, type_map)
     e_diff, f_diff = [], []
     per_system, per_element, per_state, per_config = [], {}, {}, {}
-    for s, (e_pred, f_pred) in zip(systems, predictions):
+    v_diff = []
+    for s, (e_pred, f_pred, *rest) in zip(systems, predictions):
         de = (e_pred - s.energies) / s.n_real
         df = f_pred - s.forces
         e_diff.append(de)
         f_diff.append(df.ravel())
-        per_system.append({"name": s.name, "frames": s.n_frames, "atoms": s.n_real,
-                           "energy": _scaled(_errors(de), MEV, "meV/atom"), "force": _scaled(_errors(df), MEV, "meV/Å")})
+        entry = {"name": s.name, "frames": s.n_frames, "atoms": s.n_real,
+                 "energy": _scaled(_errors(de), MEV, "meV/atom"), "force": _scaled(_errors(df), MEV, "meV/Å")}
+        if rest and rest[0] is not None and s.virials is not None:
+            dv = (rest[0] - s.virials) / s.n_real
+            v_diff.append(dv.ravel())
+            entry["virial"] = _scaled(_errors(dv), MEV, "meV/atom")
+        per_system.append(entry)
         real_types = s.atom_types[: s.n_real]
         for t in np.unique(real_types):
             per_element.setdefault(type_map[t], []).append(df[:, real_types == t].ravel())
@@ -178,6 +186,7 @@ def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarr
                     "energy": _scaled(_errors(np.concatenate(e_diff)), MEV, "meV/atom"),
                     "force": _scaled(_errors(np.concatenate(f_diff)), MEV, "meV/Å")},
         "systems": per_system,
+        **({"virial": _scaled(_errors(np.concatenate(v_diff)), MEV, "meV/atom")} if v_diff else {}),
         "elements": {el: {"force": _scaled(_errors(np.concatenate(v)), MEV, "meV/Å")} for el, v in per_element.items()},
         "spin_states": {name: {"force": _scaled(_errors(np.concatenate(v)), MEV, "meV/Å")} for name, v in per_state.items()},
         "spin_configurations": {name: {"energy": _scaled(_errors(np.array(v)), MEV, "meV/atom")}
@@ -189,6 +198,6 @@ def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarr
 
 def parity_data(systems: list[LabelledSystem], predictions) -> dict:
     """Arrays for parity plots: energy per atom (eV/atom) and force components (eV/Å), by system."""
-    return {s.name: {"energy_dft": s.energies / s.n_real, "energy_model": e / s.n_real,
-                     "force_dft": s.forces.ravel(), "force_model": f.ravel()}
-            for s, (e, f) in zip(systems, predictions)}
+    return {s.name: {"energy_dft": s.energies / s.n_real, "energy_model": pred[0] / s.n_real,
+                     "force_dft": s.forces.ravel(), "force_model": pred[1].ravel()}
+            for s, pred in zip(systems, predictions)}
