@@ -39,7 +39,7 @@ def import_model(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
-        table = Table("setting", "value", title=f"{dp_path} → {output}")
+        table = Table("setting", "value", title=f"{dp_path.name} → {output.name}")
         for key, value in (("types", ",".join(c.type_map)), ("rcut_smth → rcut", f"{c.rcut_smth:g} → {c.rcut:g} Å"),
                            ("sel", ",".join(map(str, c.sel))), ("embedding", "-".join(map(str, c.embedding_neurons))),
                            ("type_one_side", str(c.type_one_side)), ("fitting", "-".join(map(str, c.fitting_neurons))),
