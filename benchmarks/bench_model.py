@@ -170,7 +170,8 @@ def main(argv=None):
         gflops = f64["xla_flops"] / f64["eval_s"] / 1e9
         nominal = NOMINAL_FLOP_PER_ATOM * f64["atoms"]
         print(f"| {label} | {dp['eval_s'] * 1e3:.1f} ms | {f64['eval_s'] * 1e3:.1f} ms | "
-              f"{dp['eval_s'] / f64['eval_s']:.2f}× | {f32['eval_s'] * 1e3:.1f} ms | {dp['eval_s'] / f32['eval_s']:.2f}× | "
+              f"{dp['eval_s'] / f64['eval_s']:.2f}× | {f32['eval_s'] * 1e3:.1f} ms | "
+              f"{dp['eval_s'] / f32['eval_s']:.2f}× | "
               f"{f64['neighbor_list_s'] * 1e3:.1f} ms | {f64['xla_flops'] / 1e9:.2f} | "
               f"{gflops:.1f} ({100 * gflops / peak:.0f}%) | "
               f"{100 * nominal / dp['eval_s'] / 1e9 / peak:.0f}%, {100 * nominal / f64['eval_s'] / 1e9 / peak:.0f}% | "

@@ -28,7 +28,8 @@ def export(
     model = load_model(model_path)
     export_deepmd(output, model)
     # float32 models are written as float32 arrays: compare to single-precision rounding
-    identical = parameters_identical(model, import_deepmd(output), rtol=1e-7 if model.config.precision == "float32" else 0)
+    rtol = 1e-7 if model.config.precision == "float32" else 0.0
+    identical = parameters_identical(model, import_deepmd(output), rtol=rtol)
     summary = {"model": str(model_path), "output": str(output), "type_map": list(model.type_map),
                "n_parameters": model.n_parameters(), "round_trip_identical": identical,
                "dropped": ["spin settings"] if model.spin else []}

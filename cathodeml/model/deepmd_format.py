@@ -17,7 +17,6 @@ import datetime
 
 import numpy as np
 
-from cathodeml import __version__
 from cathodeml.errors import CathodemlError
 from cathodeml.model.config import ModelConfig
 
@@ -135,7 +134,8 @@ def to_deepmd(config: ModelConfig, params: dict, stats: dict) -> dict:
         "@variables": {"bias_atom_e": np.asarray(stats["type_bias"], dt).reshape(nt, 1), "case_embd": None,
                        "fparam_avg": None, "fparam_inv_std": None, "aparam_avg": None, "aparam_inv_std": None},
         "type_map": list(config.type_map), "tot_ener_zero": False, "trainable": [True] * (len(config.fitting_neurons) + 1),
-        "layer_name": None, "use_aparam_as_mask": False, "spin": None, "type": "ener", "dim_out": 1, "atom_ener": None,
+        "layer_name": None, "use_aparam_as_mask": False, "spin": None, "type": "ener", "dim_out": 1,
+        "atom_ener": None,
     }
     model = {
         "type_map": list(config.type_map), "atom_exclude_types": [], "pair_exclude_types": [], "rcond": None,
