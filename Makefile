@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test demo bench
+.PHONY: install test demo demo-spin bench
 
 install:
 	$(PYTHON) -m pip install -e ".[test]"
@@ -9,7 +9,10 @@ test:
 	$(PYTHON) -m pytest -q -n 2 tests
 
 demo:
-	bash examples/demo.sh
+	$(MAKE) -j 2 -f examples/demo.mk demo
 
-bench:
-	$(PYTHON) benchmarks/run_all.py
+demo-spin:
+	$(MAKE) -j 2 -f examples/demo.mk demo-spin
+
+bench:  # each script times cathodeml against its peers (benchmarks/requirements.txt); figures in benchmarks/BENCHMARKS.md
+	set -e; for f in benchmarks/bench_*.py benchmarks/validate_analyze.py; do echo "== $$f"; $(PYTHON) $$f; done

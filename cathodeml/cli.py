@@ -87,6 +87,9 @@ def _register() -> None:
     from cathodeml.commands import md
 
     app.command("md", help=md.__doc__)(user_errors(md.md))
+    from cathodeml.commands import report
+
+    app.command("report", help=report.__doc__)(user_errors(report.report))
 
 
 _register()
