@@ -84,6 +84,10 @@ def _parity_plot(path: Path, parity: dict, key: str, label: str) -> None:
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="k", lw=0.8)
     ax.set_xlim(lo - pad, hi + pad)
     ax.set_ylim(lo - pad, hi + pad)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.yaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel(f"DFT {label}")
     ax.set_ylabel(f"model {label}")
     if len(parity) <= 8:
