@@ -7,7 +7,8 @@ a trained water model costs exactly the same per step, and the water model had n
 when this was written.  cathodeml exports it as a .dp file and DeePMD-kit converts that to .pth
 itself (`dp --pt convert-backend`), and the two energies of the starting frame are compared, so
 both sides time the same model.  Systems: a real 192-atom water frame replicated 2×2×2 (1,536
-atoms) and 4×4×4 (12,288 atoms).  Both run Nosé–Hoover chain NVT at 300 K with dt = 0.5 fs; the
+atoms) and 4×4×4 (12,288 atoms).  Both run Nosé–Hoover chain NVT at 300 K with dt = 0.25 fs (the
+cost of a step does not depend on dt; ns/day is quoted for the production 1 fs step); the
 peer is ASE's NoseHooverChainNVT with DeePMD-kit's ASE calculator (PyTorch backend).  LAMMPS with
 the DeePMD-kit plugin is not installed here; the issue quotes 452 atom-steps/s for 1,536 atoms on
 this machine, which is printed alongside for reference.
@@ -33,7 +34,7 @@ os.environ.setdefault("DP_INTRA_OP_PARALLELISM_THREADS", str(os.cpu_count()))
 os.environ.setdefault("DP_INTER_OP_PARALLELISM_THREADS", "1")
 WATER = Path(os.environ.get("CATHODEML_WATER", "/work/shared/data/deepmd/water"))
 LAMMPS_ISSUE_ATOM_STEPS_PER_S = 452.0  # issue 6: LAMMPS 2025 + DeePMD-kit 3.2, 1,536 atoms, this machine
-DT_FS, T_K = 0.5, 300.0
+DT_FS, T_K = 0.25, 300.0  # short steps: the random-weight model pulls atoms together within ~10 fs
 
 
 def water_model():
@@ -98,7 +99,7 @@ def time_cathodeml(model, pos, cell, types, steps):
     wall = time.perf_counter() - t0
     done = res.steps_done
     per_s = done / wall
-    return {"atom_steps_per_s": per_s * len(types), "ns_per_day": per_s * DT_FS * 86400 / 1e6, "steps": done,
+    return {"atom_steps_per_s": per_s * len(types), "ns_per_day_at_1fs": per_s * 86400 / 1e6, "steps": done,
             "wall_s": wall, "compile_s": compile_s, "energy_eV": e0, "neighbor_builds": res.neighbor_builds}
 
 
@@ -129,7 +130,7 @@ def time_deepmd_ase(pth: Path, pos, cell, types, steps):
     dyn.run(steps)
     wall = time.perf_counter() - t0
     per_s = steps / wall
-    return {"atom_steps_per_s": per_s * len(types), "ns_per_day": per_s * DT_FS * 86400 / 1e6, "steps": steps,
+    return {"atom_steps_per_s": per_s * len(types), "ns_per_day_at_1fs": per_s * 86400 / 1e6, "steps": steps,
             "wall_s": wall, "energy_eV": float(e0)}
 
 
@@ -154,16 +155,21 @@ def main(argv=None):
             pos, cell, types = replicate(*base, n)
             row = {"atoms": len(types), "cathodeml": time_cathodeml(model, pos, cell, types, args.steps)}
             if pth is not None:
-                row["deepmd_ase"] = time_deepmd_ase(pth, pos, cell, types, args.peer_steps)
-                row["energy_difference_eV"] = abs(row["cathodeml"]["energy_eV"] - row["deepmd_ase"]["energy_eV"])
-                row["speedup_vs_deepmd_ase"] = row["cathodeml"]["atom_steps_per_s"] / row["deepmd_ase"]["atom_steps_per_s"]
+                try:
+                    row["deepmd_ase"] = time_deepmd_ase(pth, pos, cell, types, args.peer_steps)
+                except (RuntimeError, MemoryError) as exc:  # DeePMD-kit's python path tiles nloc × nall
+                    row["deepmd_ase"] = {"error": str(exc).strip().splitlines()[-1][:200]}
+                if "energy_eV" in row["deepmd_ase"]:
+                    row["energy_difference_eV"] = abs(row["cathodeml"]["energy_eV"] - row["deepmd_ase"]["energy_eV"])
+                    row["speedup_vs_deepmd_ase"] = (row["cathodeml"]["atom_steps_per_s"]
+                                                    / row["deepmd_ase"]["atom_steps_per_s"])
             row["speedup_vs_lammps_issue_figure"] = row["cathodeml"]["atom_steps_per_s"] / LAMMPS_ISSUE_ATOM_STEPS_PER_S
             results.append(row)
             print(json.dumps(row), flush=True)
-    print(f"{'atoms':>7} {'cathodeml atom-steps/s':>23} {'ns/day':>8} {'DeePMD-kit+ASE':>15} {'ratio':>6} {'vs LAMMPS(issue)':>17}")
+    print(f"{'atoms':>7} {'cathodeml atom-steps/s':>23} {'ns/day@1fs':>10} {'DeePMD-kit+ASE':>15} {'ratio':>6} {'vs LAMMPS(issue)':>17}")
     for r in results:
         peer = r.get("deepmd_ase", {})
-        print(f"{r['atoms']:>7} {r['cathodeml']['atom_steps_per_s']:>23.0f} {r['cathodeml']['ns_per_day']:>8.4f} "
+        print(f"{r['atoms']:>7} {r['cathodeml']['atom_steps_per_s']:>23.0f} {r['cathodeml']['ns_per_day_at_1fs']:>10.4f} "
               f"{peer.get('atom_steps_per_s', float('nan')):>15.0f} {r.get('speedup_vs_deepmd_ase', float('nan')):>6.2f} "
               f"{r['speedup_vs_lammps_issue_figure']:>17.2f}")
     if args.json:
