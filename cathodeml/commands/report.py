@@ -3,6 +3,7 @@ outputs of `cathodeml test` and `cathodeml analyze`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -22,6 +23,7 @@ def report(
     notes: list[str] = typer.Option(None, "--note", help="A remark shown under the title (repeatable)."),
     files: list[Path] = typer.Option(None, "--file", help="A file of the chain to link under 'Files' (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Summarise test and analyze results in one markdown page that links their figures."""
     test_runs = [load_test_run(spec) for spec in tests or []]
@@ -34,6 +36,9 @@ def report(
                             files=list(files or []))
     with atomic_output(output) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
-    if not quiet:
+    if as_json:
+        typer.echo(json.dumps({"output": str(output), "tests": [t.label for t in test_runs],
+                               "md_runs": 0 if analysis_run is None else len(analysis_run.results["runs"])}))
+    elif not quiet:
         Console().print(f"wrote {output} ({len(test_runs)} test result(s), "
                         f"{0 if analysis_run is None else len(analysis_run.results['runs'])} MD run(s))")
