@@ -204,12 +204,10 @@ def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, consol
 
     pool, pending = None, {}
     if jobs > 1 and len(files) > 1:
-        if _fork_is_safe():  # workers are forked before rich's refresh thread starts
-            ctx = multiprocessing.get_context("fork")
-            pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx, initializer=_worker_init)
-        else:
-            console.print("[yellow]note[/yellow] parsing serially: this process runs other threads (e.g. JAX), "
-                          "so worker processes cannot be forked safely")
+        # Fork is cheapest (workers forked before rich's refresh thread starts); with other threads
+        # alive (e.g. JAX used as a library) a forkserver starts workers from a clean process instead.
+        ctx = multiprocessing.get_context("fork" if _fork_is_safe() else "forkserver")
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx, initializer=_worker_init)
     try:
         if pool is not None:
             pending = {pool.submit(_read_one, str(f), energy): str(f) for f in files}
