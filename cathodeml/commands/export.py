@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from cathodeml.errors import CathodemlError
-from cathodeml.model.store import export_deepmd, import_deepmd, load_model, parameters_identical
 
 
 def export(
@@ -21,6 +20,8 @@ def export(
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing on success."),
 ) -> None:
     """Export model.h5 as a DeePMD-kit .dp model (se_e2_a + ener); checks the written file reads back identical."""
+    from cathodeml.model.store import export_deepmd, import_deepmd, load_model, parameters_identical  # JAX loads only when the command runs
+
     if output.suffix != ".dp":
         raise CathodemlError(f"{output}: the output must end in .dp (DeePMD-kit picks the backend by suffix)")
     if not model_path.exists():

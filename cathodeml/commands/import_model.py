@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from cathodeml.errors import CathodemlError
-from cathodeml.model.store import import_deepmd, load_model, parameters_identical, save_model
 
 
 def import_model(
@@ -21,6 +20,8 @@ def import_model(
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing on success."),
 ) -> None:
     """Import a DeePMD-kit .dp se_e2_a energy model as model.h5 (usable by test and md)."""
+    from cathodeml.model.store import import_deepmd, load_model, parameters_identical, save_model  # JAX loads only when the command runs
+
     if not dp_path.exists():
         raise CathodemlError(f"{dp_path}: no such file")
     if dp_path.suffix in (".pth", ".pb"):
