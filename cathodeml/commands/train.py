@@ -1,6 +1,6 @@
 """Train a DeepPot-SE (se_e2_a) model, with or without virtual spin atoms.
 
-The config is a TOML file (presets in configs/) or a DeePMD-kit input.json; command-line options override it. Data: every system of every --data file (cathodeml/deepmd-hdf5 .h5 or deepmd/npy folders); a validation split is held out unless --valid is given. Writes the model, lcurve.out (DeePMD-kit's columns) and checkpoint.h5 next to it; Ctrl-C or SIGTERM saves a checkpoint and stops, and --restart continues the run exactly.
+The config is a TOML file (presets in configs/) or a DeePMD-kit input.json; command-line options override it. Data: every system of every --data file (cathodeml/deepmd-hdf5 .h5 or deepmd/npy folders); a validation split is held out unless --valid is given. Writes the model, lcurve.out (DeePMD-kit's columns) and checkpoint.h5 next to it; Ctrl-C or SIGTERM saves a checkpoint and stops, and --restart continues the run exactly. Several hosts: launch one task per host (`srun`, `mpirun`) with --distributed; all processes read the same files, and process 0 alone writes them.
 """
 
 from __future__ import annotations
@@ -27,12 +27,23 @@ def train(
     restart: Path = typer.Option(None, "--restart", help="Continue from this checkpoint.h5 exactly where it stopped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary to stdout."),
+    distributed: bool = typer.Option(False, "--distributed", help="Train across hosts: one task per host (srun / mpirun); jax.distributed finds the others from SLURM, Open MPI or JAX_COORDINATOR_ADDRESS."),
 ) -> None:
     """Train a DeepPot-SE model (jitted JAX, Adam, DeePMD-kit schedule); virtual spin atoms supported."""
     from cathodeml.model import Model, save_model
     from cathodeml.train.config import read_config, with_overrides
-    from cathodeml.train.trainer import plan_run, stop_on_signals
+    from cathodeml.train.trainer import launched_tasks, plan_run, start_distributed, stop_on_signals
     from cathodeml.train.trainer import train as run_training
+
+    if distributed:
+        rank, n_processes = start_distributed()
+    elif launched_tasks() > 1:
+        raise CathodemlError(f"{launched_tasks()} tasks were launched (srun/mpirun) without --distributed: each would "
+                             "train alone and overwrite the others' files; add --distributed or launch one task")
+    else:
+        rank, n_processes = 0, 1
+    if rank != 0:  # process 0 alone prints and writes
+        quiet, as_json = True, False
 
     settings, ignored = read_config(config_path)
     settings = with_overrides(
@@ -47,7 +58,7 @@ def train(
     lcurve = _beside(out_dir, settings.training.lcurve)
     checkpoint = _beside(out_dir, settings.training.checkpoint)
     err = Console(stderr=True)
-    for key in ignored:
+    for key in ignored if rank == 0 else ():
         err.print(f"[yellow]note:[/yellow] {config_path}: {key} is not used by cathodeml", highlight=False)
 
     with err.status("reading data, building neighbour lists, computing statistics", spinner="dots") if not (quiet or as_json) else _null():
@@ -65,17 +76,19 @@ def train(
                               lcurve_path=lcurve, checkpoint_path=checkpoint, progress=progress,
                               should_stop=should_stop, extra_checkpoint={"spin": plan.spin})
 
-    summary = _summary(plan, result, output, lcurve, checkpoint)
+    summary = {**_summary(plan, result, output, lcurve, checkpoint), "processes": n_processes}
     if result.interrupted:
         summary["model"] = None
         _report(summary, quiet, as_json)
-        err.print(f"interrupted at step {result.step}: checkpoint written to {checkpoint}; "
-                  f"continue with --restart {checkpoint}", highlight=False)
+        if rank == 0:
+            err.print(f"interrupted at step {result.step}: checkpoint written to {checkpoint}; "
+                      f"continue with --restart {checkpoint}", highlight=False)
         raise typer.Exit(130)
     metadata = {"training": settings.to_dict(), "data": plan.data_paths, "valid_data": plan.valid_paths,
                 "steps": result.step, "final": result.final}
-    save_model(output, Model(plan.config, result.params, result.stats, spin=plan.spin, metadata=metadata))
-    _report(summary, quiet, as_json)
+    if rank == 0:
+        save_model(output, Model(plan.config, result.params, result.stats, spin=plan.spin, metadata=metadata))
+        _report(summary, quiet, as_json)
 
 
 def _beside(folder: Path, name: str) -> Path:

@@ -8,10 +8,13 @@ exactly once and nothing else crosses between host and device inside the loop, e
 metrics fetched at display steps.  Forces come from −∂E/∂r and the virial from the strain
 derivative of the model's energy; the forces of virtual spin atoms are folded onto their hosts
 (their positions move rigidly with the host, ∂R_v/∂R_host = 1), and only real atoms enter the loss.
-Several local devices split each batch along frames (jax sharding; parameters replicated), which
-is the same mean gradient as one device.  The random state (numpy PCG64 for batches, stored in
-the checkpoint with the optimiser state and the step) makes `--restart` continue exactly the run
-that was interrupted.  No printing here: the caller passes `progress` and `should_stop` hooks.
+Several devices split each batch along frames (jax sharding; parameters and data replicated),
+which is the same mean gradient as one device; across hosts (`start_distributed`) the mesh spans
+every process's devices, each process draws the same global batch from the seeded sampler but
+places only its own devices' frame indices, and only process 0 writes files.  The random state
+(numpy PCG64 for batches, stored in the checkpoint with the optimiser state and the step) makes
+`--restart` continue exactly the run that was interrupted.  No printing here: the caller passes
+`progress` and `should_stop` hooks.
 """
 
 from __future__ import annotations
@@ -262,17 +265,64 @@ def data_fingerprint(systems: list[LabelledSystem]) -> str:
     return h.hexdigest()
 
 
+def launched_tasks() -> int:
+    """How many copies of this program the launcher started: srun's SLURM_STEP_NUM_TASKS (or
+    SLURM_NTASKS inside an srun step) or mpirun's OMPI_COMM_WORLD_SIZE; 1 outside a parallel launch."""
+    import os
+
+    env = os.environ
+    if "OMPI_COMM_WORLD_SIZE" in env:
+        return int(env["OMPI_COMM_WORLD_SIZE"])
+    if "SLURM_STEP_ID" in env:  # an srun step, not the batch script itself
+        return int(env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")))
+    return 1
+
+
+def start_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                      process_id: int | None = None) -> tuple[int, int]:
+    """Join a multi-process run with `jax.distributed.initialize` (unset arguments are detected
+    from SLURM, Open MPI or JAX_COORDINATOR_ADDRESS); returns (this process's index, process count).
+
+    Must run before any JAX computation; a run already initialised (e.g. by a test) is kept.
+    """
+    if not jax.distributed.is_initialized():
+        try:
+            jax.distributed.initialize(coordinator_address, num_processes, process_id)
+        except (ValueError, RuntimeError) as exc:
+            raise CathodemlError(f"--distributed: jax.distributed.initialize failed ({str(exc).splitlines()[0]}); "
+                                 "launch one task per host with srun or mpirun, or drop --distributed") from None
+    return jax.process_index(), jax.process_count()
+
+
 def _devices_and_shardings(batch_sizes: list[int]):
-    devices = jax.local_devices()
+    devices = jax.devices()  # every process's devices when distributed; the local ones otherwise
     if len(devices) < 2:
         return 1, None, None
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     if any(b % len(devices) for b in batch_sizes):
-        raise CathodemlError(f"{len(devices)} devices need a batch size divisible by {len(devices)} "
-                             f"(got {sorted(set(batch_sizes))}); set training.batch_size accordingly")
+        raise CathodemlError(f"{len(devices)} devices ({jax.process_count()} process(es)) need a batch size "
+                             f"divisible by {len(devices)} (got {sorted(set(batch_sizes))}); "
+                             "set training.batch_size accordingly")
     mesh = Mesh(np.array(devices), ("frames",))
     return len(devices), NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("frames"))
+
+
+def _frame_indices(frames: np.ndarray, by_frames):
+    """The batch's frame indices as a global array split along frames: every process knows the whole
+    batch (same sampler, same seed) but places only the indices of its own devices' frames."""
+    if by_frames is None:
+        return frames
+    return jax.make_array_from_callback(frames.shape, by_frames, lambda index: frames[index])
+
+
+def _agreed(flag: bool) -> bool:
+    """True when `flag` is true on any process (all processes must stop at the same step)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag], dtype=np.int32))))
 
 
 def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSystem],
@@ -284,6 +334,8 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     state.step on a restart, after dropping lines past it) and checkpoints every save_freq steps,
     at the end and when `should_stop()` turns true (then returns with interrupted=True).
     `progress(step, total, info)` is called after every step; info holds the latest RMSEs.
+    With several processes every one runs this (same data, same seed) and only process 0 writes
+    lcurve.out and checkpoints; `should_stop` is then agreed across processes at display steps.
     """
     t_cfg, loss_cfg = settings.training, settings.loss
     schedule = ExponentialDecay(settings.learning_rate.start_lr, settings.learning_rate.stop_lr,
@@ -303,12 +355,17 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     stats_dev = jax.tree_util.tree_map(put, state.stats)
     opt_state = jax.tree_util.tree_map(put, state.opt_state)
     fingerprint = data_fingerprint(train_systems)
+    writer = jax.process_index() == 0
+    several = jax.process_count() > 1
 
     def save(step: int) -> None:
+        if not writer:
+            return
         write_checkpoint(checkpoint_path, config, settings, RunState(params, opt_state, state.stats, step, sampler.state()),
                          fingerprint, extra_checkpoint or {})
 
-    _prepare_lcurve(lcurve_path, state.step, has_virial)
+    if writer:
+        _prepare_lcurve(lcurve_path, state.step, has_virial)
     history: list[dict] = []
     step = state.step
     interrupted = False
@@ -316,7 +373,7 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     first_step_time = None
     display_time = 0.0
     info: dict = {}
-    with open(lcurve_path, "a") as lcurve:
+    with open(lcurve_path, "a") if writer else contextlib.nullcontext() as lcurve:
         while step < t_cfg.steps:
             lr = schedule(step)
             pref = prefactors(loss_cfg, lr, settings.learning_rate.start_lr)
@@ -324,28 +381,31 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
             g, offset = train_where[k]
             s = train_groups[g]
             params, opt_state, metrics = train_step(
-                params, opt_state, stats_dev, s.arrays, frames + offset, lr, pref, s.host_index,
+                params, opt_state, stats_dev, s.arrays, _frame_indices(frames + offset, by_frames), lr, pref,
+                s.host_index,
                 config=config, n_real=s.n_real, has_virial=has_virial and s.has_virial,
                 batch_sharding=by_frames)
             step += 1
             if first_step_time is None:
                 jax.block_until_ready(params)
                 first_step_time = time.perf_counter()
-            if step % t_cfg.disp_freq == 0 or step == 1 or step == t_cfg.steps:
+            shown = step % t_cfg.disp_freq == 0 or step == 1 or step == t_cfg.steps
+            if shown:
                 trn = _rmse(metrics, s.n_real)
                 t_val = time.perf_counter()
                 val = validation(params, stats_dev, pref, config, has_virial, trn["rmse"]) if valid_systems else None
                 display_time += time.perf_counter() - t_val
                 row = {"step": step, "lr": lr, "train": trn, "valid": val}
                 history.append(row)
-                lcurve.write(_lcurve_row(row, has_virial))
-                lcurve.flush()
+                if writer:
+                    lcurve.write(_lcurve_row(row, has_virial))
+                    lcurve.flush()
                 info = row
             if step % t_cfg.save_freq == 0 and step < t_cfg.steps:
                 save(step)
             if progress is not None:
                 progress(step, t_cfg.steps, info)
-            if should_stop is not None and should_stop():
+            if should_stop is not None and (_agreed(should_stop()) if shown else not several and should_stop()):
                 interrupted = True
                 break
     jax.block_until_ready(params)
