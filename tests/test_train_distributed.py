@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from cathodeml.cli import app
 from cathodeml.io.dataset import read_dataset, write_dataset
 from cathodeml.model import load_model
+from cathodeml.train.trainer import read_checkpoint
 
 from test_train_trainer import TINY
 
@@ -45,8 +46,20 @@ _PROCESS = textwrap.dedent("""
         app(["train", config, "--data", data, "-o", f"{out}/model.h5", "--steps", "6", "--batch-size", "2",
              "--distributed", "--quiet"], prog_name="cathodeml")
     except SystemExit as exc:
-        print(json.dumps(held))
-        raise
+        code, placed = exc.code, list(held)
+
+    # a stop request (SIGTERM) reaching process 1 only, after its 3rd check: both must stop together
+    from pathlib import Path
+    from cathodeml.train.config import read_config, with_overrides
+    cfg, _ = read_config(config)
+    cfg = with_overrides(cfg, training__data=(data,), training__steps=8, training__batch_size=2,
+                         training__disp_freq=2)
+    plan = trainer.plan_run(cfg)
+    checks = iter(range(100))
+    stop = (lambda: next(checks) >= 2) if rank == 1 else (lambda: False)
+    res = trainer.train(plan.config, plan.state, plan.train_systems, plan.valid_systems, cfg,
+                        lcurve_path=Path(out) / "stop.out", checkpoint_path=Path(out) / "stop.h5", should_stop=stop)
+    print(json.dumps({"exit": code, "held": placed, "stopped": [res.interrupted, res.step]}))
 """)
 
 
@@ -66,7 +79,7 @@ def _small_nio(tmp_path, data_dir):
     return config, data
 
 
-def test_two_processes_train_the_same_model_as_one_and_only_process_0_writes(tmp_path, data_dir):
+def test_two_processes_train_the_same_model_as_one_stop_together_and_only_process_0_writes(tmp_path, data_dir):
     config, data = _small_nio(tmp_path, data_dir)
     script = tmp_path / "process.py"
     script.write_text(_PROCESS)
@@ -86,8 +99,13 @@ def test_two_processes_train_the_same_model_as_one_and_only_process_0_writes(tmp
                 p.kill()
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
+        report = json.loads(out.strip().splitlines()[-1])
+        assert report["exit"] in (0, None), err[-3000:]
         # six steps, each with the global batch of 2 frames of which this process placed 1
-        assert json.loads(out.strip().splitlines()[-1]) == [[[1], [2]]] * 6
+        assert report["held"] == [[[1], [2]]] * 6
+        # stop checks are agreed at display steps (1, 2, 4, ...): process 1's request at its 3rd
+        # check (step 4) stops both processes after step 4
+        assert report["stopped"] == [True, 4]
 
     ref = tmp_path / "single"
     ref.mkdir()
@@ -102,14 +120,15 @@ def test_two_processes_train_the_same_model_as_one_and_only_process_0_writes(tmp
     for a, b in zip(leaves_one, leaves_two):
         assert np.allclose(a, b, rtol=1e-9, atol=1e-12)
     moved = max(float(np.max(np.abs(a - b))) for a, b in
-                zip(leaves_one, jax.tree_util.tree_leaves(load_model_initial(config, data, tmp_path))))
+                zip(leaves_one, jax.tree_util.tree_leaves(_untrained_params(config, data, tmp_path))))
     assert moved > 1e-4  # the six steps did change the weights, so the agreement above is not trivial
     np.testing.assert_allclose(np.loadtxt(outs[0] / "lcurve.out"), np.loadtxt(ref / "lcurve.out"), rtol=1e-6)
     assert (outs[0] / "checkpoint.h5").exists()
+    assert read_checkpoint(outs[0] / "stop.h5")[2].step == 4
     assert sorted(p.name for p in outs[1].iterdir()) == []  # process 1 wrote nothing
 
 
-def load_model_initial(config, data, tmp_path):
+def _untrained_params(config, data, tmp_path):
     """The untrained parameters of the same run (0 steps)."""
     (tmp_path / "zero").mkdir()
     run = CliRunner().invoke(app, ["train", str(config), "--data", str(data), "-o", str(tmp_path / "zero" / "m.h5"),
