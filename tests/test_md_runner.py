@@ -218,7 +218,7 @@ def test_sigterm_checkpoints_at_the_frame_and_leaves_a_restartable_run(tmp_path)
     import os
     import signal
 
-    from cathodeml.md.runner import stop_on_signals
+    from cathodeml.signals import stop_on_signals
 
     system, pot = argon_system(), lennard_jones(**ARGON)
 

@@ -15,7 +15,8 @@ import pytest
 
 from cathodeml.io.dataset import read_dataset, write_dataset
 from cathodeml.train.config import read_config, with_overrides
-from cathodeml.train.trainer import plan_run, read_checkpoint, stop_on_signals, train
+from cathodeml.signals import stop_on_signals
+from cathodeml.train.trainer import plan_run, read_checkpoint, train
 
 TINY = """
 [model]

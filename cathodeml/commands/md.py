@@ -45,7 +45,8 @@ def md(
     from cathodeml.io.structure import parse_magmom, parse_supercell, read_structure, supercell as replicate
     from cathodeml.md.minimize import FireSettings, minimize as fire
     from cathodeml.md.potentials import deeppot, real_type_map, spin_placement
-    from cathodeml.md.runner import RunSettings, stop_on_signals
+    from cathodeml.md.runner import RunSettings
+    from cathodeml.signals import stop_on_signals
     from cathodeml.md.session import MDSystem, checkpoint_path, log_path, run_md
 
     console = Console(quiet=quiet or as_json)

@@ -32,7 +32,8 @@ def train(
     """Train a DeepPot-SE model (jitted JAX, Adam, DeePMD-kit schedule); virtual spin atoms supported."""
     from cathodeml.model import Model, save_model
     from cathodeml.train.config import read_config, with_overrides
-    from cathodeml.train.trainer import launched_tasks, plan_run, start_distributed, stop_on_signals
+    from cathodeml.signals import stop_on_signals
+    from cathodeml.train.trainer import launched_tasks, plan_run, start_distributed
     from cathodeml.train.trainer import train as run_training
 
     if distributed:

@@ -15,9 +15,7 @@ Units: Å, fs, eV, amu, K.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import signal
 import time
 from typing import Callable
 
@@ -307,26 +305,4 @@ class Simulation:
                 "lower --dt, check the model, or --minimize first")
 
 
-@contextlib.contextmanager
-def stop_on_signals():
-    """Within the block, SIGINT (Ctrl-C) and SIGTERM set a flag instead of killing the process;
-    yields a function returning True once one arrived (a second Ctrl-C interrupts at once)."""
-    flag = {"stop": False}
-    previous = {}
-
-    def handler(signum, _frame):
-        if flag["stop"] and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not in the main thread
-            pass
-    try:
-        yield lambda: flag["stop"]
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
 

@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -548,36 +547,6 @@ def _unflatten(template, group):
     if len(stored) != len(leaves) or any(np.shape(a) != np.shape(b) for a, b in zip(stored, leaves)):
         raise CathodemlError("checkpoint does not match its model configuration (corrupt file?)")
     return jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in stored])
-
-
-# ----------------------------------------------------------------------------- signals
-
-
-@contextlib.contextmanager
-def stop_on_signals():
-    """Within the block, SIGINT and SIGTERM set a flag instead of killing the process.
-
-    Yields a function returning True once a signal arrived, so the loop can checkpoint and end
-    cleanly (HPC schedulers send SIGTERM before the time limit).  A second signal interrupts at once.
-    """
-    flag = {"stop": False}
-
-    def handler(signum, frame):
-        if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-
-    old = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield lambda: flag["stop"]
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 # ----------------------------------------------------------------------------- setting up a run
