@@ -103,9 +103,29 @@ def _contract_fwd(g, env):
 
 def _contract_bwd(residuals, ct):
     g, env = residuals
-    ct_g = sum(env[..., f:f + 1] * ct[:, None, :, f] for f in range(env.shape[-1]))
-    ct_env = jnp.einsum("nsm,nmf->nsf", g, ct)
-    return ct_g, ct_env
+    return _slot_cotangent(env, ct), jnp.einsum("nsm,nmf->nsf", g, ct)
+
+
+@jax.custom_vjp
+def _slot_cotangent(env, ct):
+    """ct_g[n, s, m] = Σ_f env[n, s, f]·ct[n, m, f], written as four broadcast products (fast on CPU).
+
+    Its own VJP keeps the second-order pass on batched matmuls that contract over the slots
+    (length Σsel) or the embedding width, instead of materialising four [n, s, m] products.
+    """
+    return sum(env[..., f:f + 1] * ct[:, None, :, f] for f in range(env.shape[-1]))
+
+
+def _slot_cotangent_fwd(env, ct):
+    return _slot_cotangent(env, ct), (env, ct)
+
+
+def _slot_cotangent_bwd(residuals, ct_g):
+    env, ct = residuals
+    return jnp.einsum("nsm,nmf->nsf", ct_g, ct), jnp.einsum("nsm,nsf->nmf", ct_g, env)
+
+
+_slot_cotangent.defvjp(_slot_cotangent_fwd, _slot_cotangent_bwd)
 
 
 contract_slots.defvjp(_contract_fwd, _contract_bwd)
