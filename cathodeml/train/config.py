@@ -19,6 +19,9 @@ import tomllib
 from pathlib import Path
 
 from cathodeml.errors import CathodemlError
+from cathodeml.model.config import ModelConfig
+
+_ARCH = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
 
 PRECISIONS = ("float64", "float32")
 ACTIVATIONS = ("tanh", "none", "linear", "relu", "gelu", "gelu_tf", "softplus", "sigmoid", "silu")
@@ -37,17 +40,18 @@ class ModelSettings:
     type_map: element order (empty: taken from the data); seed: parameter initialisation seed.
     """
 
-    rcut: float = 6.0
-    rcut_smth: float = 0.5
+    # Architecture defaults come from the model's own config, so the two cannot drift apart.
+    rcut: float = _ARCH["rcut"]
+    rcut_smth: float = _ARCH["rcut_smth"]
     sel: tuple[int, ...] | str = "auto"
-    embedding_neurons: tuple[int, ...] = (25, 50, 100)
-    axis_neuron: int = 16
-    type_one_side: bool = True
-    embedding_resnet_dt: bool = False
-    fitting_neurons: tuple[int, ...] = (240, 240, 240)
-    fitting_resnet_dt: bool = True
-    activation: str = "tanh"
-    precision: str = "float64"
+    embedding_neurons: tuple[int, ...] = _ARCH["embedding_neurons"]
+    axis_neuron: int = _ARCH["axis_neuron"]
+    type_one_side: bool = _ARCH["type_one_side"]
+    embedding_resnet_dt: bool = _ARCH["embedding_resnet_dt"]
+    fitting_neurons: tuple[int, ...] = _ARCH["fitting_neurons"]
+    fitting_resnet_dt: bool = _ARCH["fitting_resnet_dt"]
+    activation: str = _ARCH["activation"]
+    precision: str = _ARCH["precision"]
     type_map: tuple[str, ...] = ()
     seed: int = 1
 
