@@ -79,12 +79,14 @@ def arrhenius_fit(temperature_k, values, errors=None, *, times_T: bool = False) 
     q = np.asarray(values, dtype=float)
     if len(t) != len(q):
         raise ValueError("temperature and values must have the same length")
+    if not np.all(np.isfinite(t) & (t > 0)):
+        raise CathodemlError(f"temperatures must be positive, in K (got {', '.join(f'{x:g}' for x in t)})")
     if len(np.unique(t)) < 2:
         raise CathodemlError("an Arrhenius fit needs runs at two or more different temperatures")
     if np.any(q <= 0) or not np.all(np.isfinite(q)):
         bad = t[(q <= 0) | ~np.isfinite(q)]
         raise CathodemlError(f"non-positive or missing D/σ at T = {', '.join(f'{x:g}' for x in bad)} K: "
-                             "no Arrhenius fit on a log scale; lengthen those runs or leave them out")
+                             "no Arrhenius fit on a log scale; leave those points out (or lengthen those runs)")
     y = np.log(q * t) if times_T else np.log(q)
     a = np.column_stack([np.ones_like(t), 1.0 / t])
     err = None if errors is None else np.asarray(errors, dtype=float)

@@ -1,6 +1,8 @@
 """Li-ion transport and structure from MD trajectories: MSD (self, distinct), D, Haven ratio,
 Nernst–Einstein σ, Arrhenius Eₐ with extrapolation, partial RDFs.  Writes results.json, CSV tables
-and PNG figures to the output folder."""
+and PNG figures to the output folder.
+
+Without trajectories, `cathodeml analyze --arrhenius D_T.csv -o out` fits Eₐ from a table of T (K), D (cm²/s) and optionally D_err: a header row (T/T_K/temperature, D/D_cm2_s, D_err/err) or 2-3 bare numeric columns, comma- or whitespace-separated, '#' comments; with D_err the fit is weighted by 1/σ²(ln D). Tables also add points to a fit over trajectories."""
 
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ FITS = {"lnD": ("D", False, "D_self (cm²/s)", D_UNIT),
 
 
 def analyze(
-    inputs: list[Path] = typer.Argument(..., help="Trajectories (H5MD from `md`, XDATCAR[.gz], vasprun.xml, extxyz) "
-                                                  "and/or earlier results.json files to include in the Arrhenius fit."),
+    inputs: list[Path] = typer.Argument(None, help="Trajectories (H5MD from `md`, XDATCAR[.gz], vasprun.xml, extxyz) "
+                                                   "and/or earlier results.json files to include in the Arrhenius fit; "
+                                                   "optional with --arrhenius TABLE.", show_default=False),
     species: str = typer.Option("Li", "--species", help="Mobile ion (element symbol)."),
     charge: float = typer.Option(1.0, "--charge", help="Charge number Z of the mobile ion."),
     temperature: str = typer.Option(None, "--temperature", help="Temperature in K when the file lacks it; one value, "
@@ -46,8 +49,11 @@ def analyze(
     rdf_rmax: float = typer.Option(None, "--rdf-rmax", help="RDF range in Å (default min(10, half the cell width))."),
     rdf_bins: int = typer.Option(200, "--rdf-bins", help="RDF histogram bins."),
     rdf_frames: int = typer.Option(100, "--rdf-frames", help="At most this many evenly spaced frames go into the RDF."),
-    arrhenius: list[Path] = typer.Option(None, "--arrhenius", help="Extra Arrhenius points: CSV (T, D, D_err[, sigma, "
-                                                                    "sigma_err]) or results.json; repeatable."),
+    arrhenius: list[Path] = typer.Option(None, "--arrhenius", help="Arrhenius points from a table of T (K), D (cm²/s)"
+                                                                    "[, D_err] (header T/T_K/temperature, D/D_cm2_s, "
+                                                                    "D_err/err, or bare columns; optionally sigma, "
+                                                                    "sigma_err) or a results.json; repeatable; alone "
+                                                                    "it fits Eₐ without trajectories."),
     arrhenius_fit_kind: str = typer.Option("lnD", "--arrhenius-fit", help="What to fit against 1/T: lnD, lnsigmaT or "
                                                                           "lnsigmaT-tracer."),
     at: float = typer.Option(300.0, "--at", help="Temperature (K) to extrapolate D or σ to."),
@@ -57,8 +63,12 @@ def analyze(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
 ) -> None:
     """Analyse Li-ion transport: MSD self/distinct, D_self, D_σ, Haven ratio, σ, Arrhenius Eₐ, RDF."""
+    inputs = list(inputs or [])
     trajectories = [p for p in inputs if p.suffix.lower() != ".json"]
     earlier = [p for p in inputs if p.suffix.lower() == ".json"] + list(arrhenius or [])
+    tables = [p for p in trajectories if p.suffix.lower() in TABLE_SUFFIXES]
+    if tables:
+        raise CathodemlError(f"{tables[0]} looks like a table, not a trajectory: pass it as --arrhenius {tables[0]}")
     if arrhenius_fit_kind not in FITS:
         raise CathodemlError(f"--arrhenius-fit {arrhenius_fit_kind!r}: choose one of {', '.join(FITS)}")
     if at <= 0:
@@ -69,9 +79,10 @@ def analyze(
     temperatures = _per_trajectory(temperature, len(trajectories), "--temperature")
     timesteps = _per_trajectory(timestep, len(trajectories), "--timestep")
     points_in = [pt for p in earlier for pt in read_arrhenius_points(p)]
-    if not trajectories and not points_in:
-        raise CathodemlError("nothing to analyse: give trajectories, results.json files or --arrhenius tables")
-    output.mkdir(parents=True, exist_ok=True)
+    if not trajectories and not earlier:
+        raise CathodemlError("nothing to analyse: give trajectories, or a table of T, D[, D_err] with --arrhenius D_T.csv")
+    if not trajectories:
+        _check_enough_temperatures(points_in, earlier)
 
     runs = _analyze_all(trajectories, settings, temperatures, timesteps, show=not (quiet or as_json))
     labels = _labels(runs)
@@ -79,10 +90,12 @@ def analyze(
     points = [_point(t) for t in per_temperature] + points_in
     fit = _arrhenius(points, arrhenius_fit_kind, at)
     results = {"cathodeml_version": __version__, "species": species, "charge": charge,
+               "Ea": None if fit is None else fit["Ea"],
                "runs": [_run_dict(r, label) for r, label in zip(runs, labels)],
                "temperatures": [_temperature_dict(t) for t in per_temperature],
                "arrhenius": None if fit is None else {k: v for k, v in fit.items() if k != "_fit"}}
 
+    output.mkdir(parents=True, exist_ok=True)
     _write_tables(output, runs, labels, points, fit)
     if not no_plots:
         _write_figures(output, runs, labels, points, fit, arrhenius_fit_kind)
@@ -94,6 +107,17 @@ def analyze(
 
 
 # ------------------------------------------------------------------------------ parsing options
+
+TABLE_SUFFIXES = (".csv", ".tsv")
+
+
+def _check_enough_temperatures(points: list[ArrheniusPoint], sources: list[Path]) -> None:
+    """Without trajectories the only result is the Arrhenius fit: it needs two temperatures."""
+    temps = sorted({round(p.temperature_K, 1) for p in points})
+    if len(temps) < 2:
+        found = f"only T = {temps[0]:g} K" if temps else "no rows"
+        raise CathodemlError(f"{', '.join(map(str, sources))}: {found}; an Arrhenius fit needs D at two or more "
+                             "different temperatures")
 
 
 def _parse_pairs(text: str | None) -> tuple[tuple[str, str], ...]:
@@ -261,7 +285,7 @@ def _write_tables(output: Path, runs, labels, points, fit) -> None:
             "sigma_tracer_mS_cm": np.array([p.sigma_tracer for p in points]),
             "sigma_tracer_err_mS_cm": np.array([p.sigma_tracer_err for p in points]),
             "source": np.array([p.source for p in points], dtype=object)},
-            comment=None if fit is None else f"fit {fit['fit']}: Ea = {fit['Ea']['value']:.4f} ± {fit['Ea']['err']:.4f} eV")
+            comment=None if fit is None else f"fit {fit['fit']}: Ea = {_fmt(fit['Ea'], 4)} eV")
 
 
 def _write_figures(output: Path, runs, labels, points, fit, kind: str) -> None:
@@ -316,9 +340,18 @@ def _render(console: Console, runs, labels, per_temperature, fit, output: Path) 
         for label, (a, b), s in shells:
             rt.add_row(label, f"{a}-{b}", f"{s['r_peak']:.2f}", f"{s['r_min']:.2f}", f"{s['cn']:.2f}")
         console.print(rt)
+    if fit is not None and not runs:
+        weighting = "weighted" if fit["weighted"] else "unweighted"
+        pt = Table(title=f"{fit['quantity']} ({fit['points'][0]['unit']}), {weighting} fit")
+        for col in ("T (K)", fit["quantity"], "source"):
+            pt.add_column(col, justify="left" if col == "source" else "right")
+        for p in fit["points"]:
+            pt.add_row(f"{p['temperature_K']:g}", _fmt(p), p["source"])
+        console.print(pt)
     if fit is not None:
         ext = fit["extrapolated"]
         console.print(f"Arrhenius ({fit['fit']}, {fit['n_points']} points): Eₐ = {_fmt(fit['Ea'], 3)} eV; "
                       f"{fit['quantity']}({ext['temperature_K']:g} K) = {ext['value']:.3g} {ext['unit']} "
-                      f"(95% CI {ext['ci_low']:.3g}–{ext['ci_high']:.3g})")
+                      + (f"(95% CI {ext['ci_low']:.3g}–{ext['ci_high']:.3g})" if math.isfinite(ext["ci_low"])
+                         else "(no error bars: two points without errors fix the line exactly)"))
     console.print(f"wrote {output}/results.json and CSV/PNG files")

@@ -2,9 +2,9 @@
 
 results.json is the stable, machine-readable record of `cathodeml analyze`: every quantity is
 {"value", "err", "unit"} so a later run (or another program) never has to guess units or drop
-uncertainties.  Earlier results and plain CSV tables (columns T, D, D_err; optionally sigma,
-sigma_err) are read back as Arrhenius points, so runs analysed at different times combine into
-one fit.  Every file is written through `atomic_output`.
+uncertainties.  Earlier results and plain tables (T, D[, D_err] with or without a header row,
+comma- or whitespace-separated; optionally sigma, sigma_err) are read back as Arrhenius points,
+so runs analysed at different times, or D values from another code, combine into one fit.  Every file is written through `atomic_output`.
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ def _number(entry) -> tuple[float, float]:
 
 
 def read_arrhenius_points(path: str | os.PathLike) -> list[ArrheniusPoint]:
-    """Arrhenius points from an earlier results.json (one per run) or a CSV table with columns
-    T (K), D (cm²/s), D_err and optionally sigma, sigma_err (mS/cm)."""
+    """Arrhenius points from an earlier results.json (one per run, or the fitted points of a
+    table-only analysis) or a table of T (K), D (cm²/s)[, D_err] (see `_points_from_csv`)."""
     path = Path(path)
     if not path.exists():
         raise CathodemlError(f"{path}: no such file")
@@ -125,36 +125,87 @@ def _points_from_json(path: Path) -> list[ArrheniusPoint]:
         s, se = _number(run.get("sigma"))
         st, ste = _number(run.get("sigma_tracer"))
         points.append(ArrheniusPoint(t, d, de, s, se, st, ste, source=f"{path}:{run.get('file', '')}"))
+    fit = data.get("arrhenius")
+    if not points and isinstance(fit, dict) and fit.get("quantity") in ("D", "sigma", "sigma_tracer"):
+        # a table-only analysis has no runs: its fitted points are what it knows
+        nan = float("nan")
+        for p in fit.get("points") or []:
+            v, e = _number(p)
+            q = {"D": (nan, nan), "sigma": (nan, nan), "sigma_tracer": (nan, nan), fit["quantity"]: (v, e)}
+            points.append(ArrheniusPoint(float(p["temperature_K"]), *q["D"], *q["sigma"], *q["sigma_tracer"],
+                                         source=f"{path}:{p.get('source', '')}"))
     return points
 
 
-def _points_from_csv(path: Path) -> list[ArrheniusPoint]:
+# Column names a table may use (case-insensitive; a unit in brackets, "D (cm2/s)", is ignored).
+TABLE_COLUMNS = {"t": ("t", "t_k", "temperature", "temperature_k"),
+                 "d": ("d", "d_cm2_s", "d_self", "d_self_cm2_s"),
+                 "d_err": ("d_err", "err", "derr", "d_err_cm2_s", "d_self_err", "d_self_err_cm2_s"),
+                 "sigma": ("sigma", "sigma_ms_cm"), "sigma_err": ("sigma_err", "sigma_err_ms_cm"),
+                 "sigma_tracer": ("sigma_tracer", "sigma_tracer_ms_cm"),
+                 "sigma_tracer_err": ("sigma_tracer_err", "sigma_tracer_err_ms_cm")}
+HEADERLESS_COLUMNS = {2: ("t", "d"), 3: ("t", "d", "d_err")}
+
+
+def _split(line: str) -> list[str]:
+    """Fields of one table line: comma-separated when it has a comma, else whitespace-separated."""
+    return [f.strip() for f in next(csv.reader([line]))] if "," in line else line.split()
+
+
+def _is_number(text: str) -> bool:
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(line for line in fh if not line.lstrip().startswith("#")) if r]
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _points_from_csv(path: Path) -> list[ArrheniusPoint]:
+    """A table of T (K), D (cm²/s)[, D_err] (and optionally sigma, sigma_err, sigma_tracer,
+    sigma_tracer_err in mS/cm): a header row naming the columns, or no header and 2 (T, D) or 3
+    (T, D, D_err) numeric columns; comma- or whitespace-separated; '#' starts a comment."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [(n, line.split("#", 1)[0].strip()) for n, line in enumerate(fh, start=1)]
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputFormatError(f"{path}: not a readable CSV table ({exc})") from exc
+        raise InputFormatError(f"{path}: not a readable table ({exc})") from exc
+    rows = [(n, _split(text)) for n, text in lines if text]
     if not rows:
-        raise InputFormatError(f"{path}: empty table; expected columns T, D, D_err")
-    header = [h.strip() for h in rows[0]]
-    lower = {h.lower().split("(")[0].strip(): k for k, h in enumerate(header)}
-    aliases = {"t": ("t", "t_k", "temperature", "temperature_k"), "d": ("d", "d_cm2_s", "d_self"),
-               "d_err": ("d_err", "derr", "d_self_err"), "sigma": ("sigma", "sigma_ms_cm"),
-               "sigma_err": ("sigma_err",)}
-    col = {}
-    for key, names in aliases.items():
-        for n in names:
-            if n in lower:
-                col[key] = lower[n]
-                break
-    if not {"t", "d", "d_err"} <= set(col):
-        raise InputFormatError(f"{path}: columns {header}; a table needs T, D and D_err (and optionally sigma, sigma_err)")
+        raise InputFormatError(f"{path}: empty table; expected columns T (K), D (cm²/s) and optionally D_err")
+    first = rows[0][1]
+    if all(_is_number(f) for f in first):
+        if len(first) not in HEADERLESS_COLUMNS:
+            raise InputFormatError(f"{path} line {rows[0][0]}: {len(first)} columns without a header; give 2 (T, D) "
+                                   "or 3 (T, D, D_err), or a header row naming the columns")
+        col = {key: i for i, key in enumerate(HEADERLESS_COLUMNS[len(first)])}
+        data = rows
+    else:
+        lower = {h.lower().split("(")[0].strip(): k for k, h in reversed(list(enumerate(first)))}
+        col = {key: next(lower[n] for n in names if n in lower)
+               for key, names in TABLE_COLUMNS.items() if any(n in lower for n in names)}
+        missing = [name for name, key in (("T", "t"), ("D", "d")) if key not in col]
+        if missing:
+            raise InputFormatError(f"{path}: header {first} has no {' or '.join(missing)} column; name them "
+                                   "T (or T_K, temperature), D (or D_cm2_s) and optionally D_err (or err)")
+        data = rows[1:]
+        if not data:
+            raise InputFormatError(f"{path}: a header but no rows of numbers")
     points = []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in data:
+        if len(row) > len(first):
+            raise InputFormatError(f"{path} line {line}: {len(row)} columns where the table has {len(first)}")
+        row = row + [""] * (len(first) - len(row))
         try:
-            vals = {k: float(row[i]) if i < len(row) and row[i].strip() else float("nan") for k, i in col.items()}
+            vals = {k: float(row[i]) if row[i] else float("nan") for k, i in col.items()}
         except ValueError as exc:
             raise InputFormatError(f"{path} line {line}: not a number ({exc})") from exc
-        points.append(ArrheniusPoint(vals["t"], vals["d"], vals["d_err"], vals.get("sigma", float("nan")),
-                                     vals.get("sigma_err", float("nan")), source=f"{path}:{line}"))
+        if not (math.isfinite(vals["t"]) and vals["t"] > 0):
+            raise InputFormatError(f"{path} line {line}: T = {row[col['t']] or 'empty'}; temperatures must be "
+                                   "positive, in K")
+        if any(vals.get(k, 0.0) < 0 for k in ("d_err", "sigma_err", "sigma_tracer_err")):
+            raise InputFormatError(f"{path} line {line}: a negative error bar; errors are standard errors (≥ 0)")
+        nan = float("nan")
+        points.append(ArrheniusPoint(vals["t"], vals["d"], vals.get("d_err", nan), vals.get("sigma", nan),
+                                     vals.get("sigma_err", nan), vals.get("sigma_tracer", nan),
+                                     vals.get("sigma_tracer_err", nan), source=f"{path}:{line}"))
     return points
