@@ -4,7 +4,8 @@ results.json is the stable, machine-readable record of `cathodeml analyze`: ever
 {"value", "err", "unit"} so a later run (or another program) never has to guess units or drop
 uncertainties.  Earlier results and plain tables (T, D[, D_err] with or without a header row,
 comma- or whitespace-separated; optionally sigma, sigma_err) are read back as Arrhenius points,
-so runs analysed at different times, or D values from another code, combine into one fit.  Every file is written through `atomic_output`.
+so runs analysed at different times, or D values from another code, combine into one fit.
+Every file is written through `atomic_output`.
 """
 
 from __future__ import annotations
