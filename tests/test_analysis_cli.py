@@ -141,3 +141,28 @@ def test_li6ps5cl_aimd_diffusion_agrees_with_kinisi(data_dir, tmp_path):
     # isotropic cubic argyrodite: the three axes agree within their errors
     axes = run["D_self_axes"]
     assert max(abs(axes[a]["value"] - d["value"]) / axes[a]["err"] for a in "xyz") < 3
+
+
+def test_skip_leaves_the_equilibration_out(tmp_path):
+    """The first 9 ps the ions sit still (an 'equilibration' with D = 0), then they diffuse with
+    D(750 K): without --skip D is biased low, with --skip 9ps it is the walkers' D and the
+    frames before 9 ps are gone."""
+    rng = np.random.default_rng(7)
+    n_still, n_moving = 900, 900
+    d = _d_true(750.0)
+    moving = gaussian_walk(rng, n_moving, 300, math.sqrt(2 * d * DT), start=rng.random((300, 3)) @ CELL)
+    x = np.concatenate([np.broadcast_to(moving[:1], (n_still, 300, 3)), moving], axis=0)
+    path = tmp_path / "traj_750K.h5"
+    write_h5md(path, x, CELL, ["Li"] * 300, ["Li"], dt_fs=DT, temperature_K=750.0)
+    runs = {}
+    for skip in ("0", "9ps"):
+        out = tmp_path / f"skip_{skip}"
+        result = _run(path, "--skip", skip, "--fit-window", "1ps:0.5T", "--blocks", "3", "-o", out, "--quiet")
+        assert result.exit_code == 0, result.output
+        runs[skip] = json.loads((out / "results.json").read_text())["runs"][0]
+    kept = runs["9ps"]
+    assert kept["n_frames"] == n_moving and kept["skipped"]["value"] == 9.0
+    assert abs(kept["D_self"]["value"] - d * 0.1) < 4 * kept["D_self"]["err"] + 0.03 * d * 0.1
+    assert runs["0"]["D_self"]["value"] < 0.85 * kept["D_self"]["value"]
+    bad = _run(path, "--skip", "30ps", "-o", tmp_path / "bad", "--quiet")
+    assert bad.exit_code == 1 and "removes the whole run" in bad.output

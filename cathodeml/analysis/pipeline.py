@@ -97,7 +97,8 @@ def parse_fit_window(text: str | None) -> FitWindow:
 class AnalysisSettings:
     """What to compute. species: the mobile ion (element name); charge Z (e); blocks: number of
     time blocks for the error bars; rdf_pairs [(a, b)]; rdf_rmax Å (None: min(10 Å, half the
-    cell width)); rdf_frames: at most this many evenly spaced frames go into the RDF."""
+    cell width)); rdf_frames: at most this many evenly spaced frames go into the RDF; skip_fs:
+    the equilibration time at the start of each trajectory that is left out of everything."""
 
     species: str = "Li"
     charge: float = 1.0
@@ -108,6 +109,7 @@ class AnalysisSettings:
     rdf_rmax: float | None = None
     rdf_bins: int = 200
     rdf_frames: int = 100
+    skip_fs: float = 0.0
     chunk_bytes: int = 128 * 1024**2
 
 
@@ -143,6 +145,30 @@ class RunAnalysis:
     def msd_distinct(self) -> np.ndarray:
         """MSD_total − MSD_self [T, 3] Å²: negative where ions move anti-correlated."""
         return self.msd_total - self.msd_self
+
+
+def _first_kept_frame(time_fs: np.ndarray, skip_fs: float, path) -> int:
+    """Index of the first frame at or after `skip_fs` (the discarded equilibration)."""
+    if skip_fs < 0:
+        raise CathodemlError("--skip must be a non-negative time, e.g. 5ps")
+    if skip_fs == 0:
+        return 0
+    first = int(np.searchsorted(time_fs, time_fs[0] + skip_fs - 1e-6 * max(skip_fs, 1.0)))
+    if first >= len(time_fs):
+        raise CathodemlError(f"{path}: --skip {skip_fs / units.FS_PER_PS:g} ps removes the whole run "
+                             f"({time_fs[-1] / units.FS_PER_PS:g} ps)")
+    return first
+
+
+def parse_time(text: str, what: str) -> float:
+    """A time with its unit ("5ps", "500fs", "1ns", bare numbers are fs) in fs."""
+    m = _TIME.match(text)
+    if m:
+        return float(m.group(1)) * {"fs": 1.0, "ps": units.FS_PER_PS, "ns": 1000.0 * units.FS_PER_PS}[m.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        raise CathodemlError(f"{what} {text!r}: give a time with its unit, e.g. 5ps or 500fs") from None
 
 
 def _time_axis(header, timestep_fs: float | None) -> tuple[np.ndarray, float]:
@@ -194,9 +220,12 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
     framework = np.flatnonzero(symbols != settings.species)
     time_fs, dt = _time_axis(header, timestep_fs)
     temperature = _temperature(header, temperature_k)
-    n_frames = header.n_frames
+    first = _first_kept_frame(time_fs, settings.skip_fs, header.path)
+    n_frames = header.n_frames - first
+    time_fs = time_fs[:n_frames]  # lag times start at 0 from the first kept frame
     if n_frames < 2 * transport.MIN_FIT_POINTS:
-        raise CathodemlError(f"{header.path} has only {n_frames} frames: too few for an MSD fit")
+        raise CathodemlError(f"{header.path} has only {n_frames} frames{' after --skip' if first else ''}: "
+                             "too few for an MSD fit")
     if settings.blocks < 1:
         raise CathodemlError("--blocks must be at least 1")
 
@@ -208,7 +237,7 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
     rdf = None
     prev_frac = prev_unwrapped = None
     done = 0
-    for chunk in trajectory.chunks(chunk_bytes=settings.chunk_bytes):
+    for chunk in trajectory.chunks(frames=slice(first, None), chunk_bytes=settings.chunk_bytes):
         p, cells = chunk.positions, chunk.cells
         lo, hi = chunk.start, chunk.start + len(chunk)
         if chunk.images is not None:

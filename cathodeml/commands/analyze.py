@@ -19,7 +19,8 @@ from rich.table import Table
 from cathodeml import __version__
 from cathodeml.analysis import plots
 from cathodeml.analysis.arrhenius import arrhenius_fit
-from cathodeml.analysis.pipeline import D_UNIT, SIGMA_UNIT, AnalysisSettings, analyze_trajectory, parse_fit_window
+from cathodeml.analysis.pipeline import (D_UNIT, SIGMA_UNIT, AnalysisSettings, analyze_trajectory, parse_fit_window,
+                                        parse_time)
 from cathodeml.analysis.transport import Estimate, combine_replicas, haven_ratio
 from cathodeml.errors import CathodemlError
 from cathodeml.io.results import ArrheniusPoint, read_arrhenius_points, results_json_text, write_csv, write_results_json
@@ -42,6 +43,8 @@ def analyze(
                                                            "one value or one per trajectory."),
     fit_window: str = typer.Option("auto", "--fit-window", help="START:END of the linear fit, e.g. 2ps:T/2, 1ps:20ps, "
                                                                  "auto:0.4T; 'auto' = where the MSD turns linear (≥1 ps) to T/2."),
+    skip: str = typer.Option("0", "--skip", help="Equilibration to leave out at the start of every trajectory, "
+                                                  "e.g. 5ps (bare numbers are fs)."),
     blocks: int = typer.Option(5, "--blocks", help="Time blocks for the error bars (≥2; 1 = no block errors)."),
     drift: bool = typer.Option(True, "--drift-correction/--no-drift-correction",
                                help="Remove the centre-of-mass drift of the framework (all non-mobile atoms)."),
@@ -75,7 +78,7 @@ def analyze(
         raise CathodemlError("--at must be a positive temperature in K")
     settings = AnalysisSettings(species=species, charge=charge, fit_window=parse_fit_window(fit_window), blocks=blocks,
                                 remove_drift=drift, rdf_pairs=_parse_pairs(rdf), rdf_rmax=rdf_rmax, rdf_bins=rdf_bins,
-                                rdf_frames=rdf_frames)
+                                rdf_frames=rdf_frames, skip_fs=parse_time(skip, "--skip"))
     temperatures = _per_trajectory(temperature, len(trajectories), "--temperature")
     timesteps = _per_trajectory(timestep, len(trajectories), "--timestep")
     points_in = [pt for p in earlier for pt in read_arrhenius_points(p)]
@@ -238,6 +241,7 @@ def _run_dict(r, label: str) -> dict:
         "n_ions": r.n_ions, "n_atoms": r.n_atoms, "n_frames": r.n_frames,
         "timestep": {"value": r.timestep_fs, "err": None, "unit": "fs"},
         "duration": ps(float(r.time_fs[-1])),
+        "skipped": ps(r.settings.skip_fs),
         "volume": {"value": r.volume_A3, "err": None, "unit": "Å^3"},
         "fit_window": {"start": ps(r.window_fs[0]), "end": ps(r.window_fs[1])},
         "blocks": r.settings.blocks, "drift_corrected": r.settings.remove_drift,
