@@ -90,6 +90,9 @@ def _register() -> None:
     from cathodeml.commands import report
 
     app.command("report", help=report.__doc__)(user_errors(report.report))
+    from cathodeml.commands import spin_scan
+
+    app.command("spin-scan", help=spin_scan.__doc__)(user_errors(spin_scan.spin_scan))
 
 
 _register()

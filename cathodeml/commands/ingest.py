@@ -27,7 +27,7 @@ from cathodeml.errors import CathodemlError, TypeMapError
 
 
 def ingest(
-    paths: list[str] = typer.Argument(..., help="OUTCAR files (plain, .gz, .bz2, .xz), directories (searched recursively for files whose name contains OUTCAR) or quoted globs."),
+    paths: list[str] = typer.Argument(..., help="OUTCAR files (plain, .gz, .bz2, .xz), directories (searched recursively for files whose name contains OUTCAR) or quoted globs; or automag *_singlepoint.txt files (magnetic orderings, energies and moments, no forces) with their enumlib/ POSCARs beside them."),
     output: Path = typer.Option(..., "-o", "--output", help="Dataset file to write (deepmd/hdf5 layout)."),
     type_map: str = typer.Option(None, "--type-map", help="Comma-separated species order, e.g. Li,Ni,Co,Mn,O."),
     append: bool = typer.Option(False, "--append", help="Add to an existing file; sources already in it (same sha256) are skipped."),
@@ -35,6 +35,9 @@ def ingest(
     keep_unconverged: bool = typer.Option(False, "--keep-unconverged", help="Keep ionic steps whose SCF loop hit NELM."),
     energy: str = typer.Option("free", "--energy", help="Energy label: free (TOTEN) or sigma0 (E(sigma→0))."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable or damaged files (listed) instead of stopping."),
+    poscars: Path = typer.Option(None, "--poscars", help="automag input only: the folder of enumlib POSCARs (vasp.N); default: enumlib/ beside the .txt file."),
+    orderings: str = typer.Option(None, "--orderings", help="automag input only: keep these orderings (comma-separated names or shell patterns, e.g. 'afm*0,afm*5')."),
+    exclude_orderings: str = typer.Option(None, "--exclude-orderings", help="automag input only: leave out these orderings (names or patterns); with --orderings, a held-out split."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
@@ -45,6 +48,15 @@ def ingest(
     if energy not in ENERGY_KINDS:
         raise CathodemlError(f"--energy must be one of {', '.join(ENERGY_KINDS)}, not {energy!r}")
     order = _parse_type_map(type_map)
+    selection = {"orderings": _patterns(orderings), "exclude": _patterns(exclude_orderings)}
+    if _automag_inputs(paths, poscars, selection):
+        summary = _ingest_automag(paths, output, order, poscars, append, energy, keep_unconverged, skip_bad, quiet,
+                                  selection)
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        elif not quiet:
+            _render_automag(Console(), summary)
+        return
     files = find_outcars(paths)
     if output.resolve() in {f.resolve() for f in files}:
         raise CathodemlError(f"{output}: the output is also an input; choose another -o")
@@ -266,4 +278,86 @@ def _render(console: Console, summary: dict) -> None:
     table.add_row("elements", ",".join(summary["elements"]) or "-")
     table.add_row("type map", ",".join(summary["type_map"]))
     table.add_row("energy", "TOTEN (free energy)" if summary["energy"] == "free" else "E(sigma→0)")
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------- automag single points
+
+
+def _patterns(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _automag_inputs(paths: list[str], poscars: Path | None, selection: dict) -> bool:
+    """True when every path is an automag singlepoint file (mixing them with OUTCARs is an error)."""
+    from cathodeml.io.automag import is_singlepoint_file
+
+    flags = [is_singlepoint_file(p) for p in paths]
+    if any(v is not None for v in selection.values()) and not any(flags):
+        raise CathodemlError("--orderings/--exclude-orderings select automag orderings; the input has none")
+    if any(flags) and not all(flags):
+        raise CathodemlError("automag singlepoint files and OUTCARs in one ingest: ingest them separately "
+                             "(the second with --append)")
+    if poscars is not None and not any(flags):
+        raise CathodemlError("--poscars is for automag *_singlepoint.txt input only")
+    if poscars is not None and len(paths) > 1:
+        raise CathodemlError("--poscars names the POSCAR folder of one singlepoint file; ingest the files one at a time")
+    return bool(flags) and all(flags)
+
+
+def _ingest_automag(paths, output: Path, order, poscars, append: bool, energy: str, keep_unconverged: bool,
+                    skip_bad: bool, quiet: bool, selection: dict) -> dict:
+    """Read automag singlepoint files (energies and moments, no forces) and write the dataset."""
+    import numpy as np
+
+    from cathodeml.io.automag import read_automag
+    from cathodeml.io.dataset import Dataset, write_dataset
+
+    if output.resolve() in {Path(p).resolve() for p in paths}:
+        raise CathodemlError(f"{output}: the output is also an input; choose another -o")
+    if output.is_dir() or not output.resolve().parent.is_dir():
+        raise CathodemlError(f"{output}: not a writable file path (a directory, or its folder does not exist); fix -o")
+    known = {}
+    if append and output.exists():
+        order, _, known = _append_plan(output, energy, order)
+    console = Console(stderr=True, quiet=quiet, soft_wrap=True)
+    systems, sources, type_map = [], [], order
+    for p in paths:
+        read = read_automag(p, poscars, type_map=type_map, keep_unconverged=keep_unconverged, skip_missing=skip_bad,
+                            **selection)
+        type_map = read.dataset.type_map
+        for skipped in read.skipped:
+            console.print(f"[yellow]skipped[/yellow] {p}: ordering {skipped['ordering']}: {skipped['reason']}")
+        system = read.dataset.systems[0]
+        fresh = np.array([sha not in known for sha in system.frame_data["source_sha256"]])
+        known.update({sha: f"already in {output}" for sha in system.frame_data["source_sha256"]})
+        sources.append({"path": str(p), "poscars": str(read.poscar_dir), "orderings": len(read.orderings),
+                        "new": int(fresh.sum()), "skipped": read.skipped})
+        if fresh.any():
+            systems.append(system.select(np.flatnonzero(fresh)))
+    groups = write_dataset(output, Dataset(type_map, systems, {"source_format": "automag/singlepoint"}),
+                           append=append) if systems else []
+    if not systems:
+        console.print(f"nothing new to add; {output} left as it was")
+    return {
+        "output": str(output), "source_format": "automag/singlepoint",
+        "files": {"found": len(paths), "ingested": sum(1 for s in sources if s["new"])},
+        "frames": {"kept": sum(s.n_frames for s in systems), "skipped": sum(len(s["skipped"]) for s in sources),
+                   "already_in_output": sum(s["orderings"] - s["new"] for s in sources)},
+        "labels": ["energies", "magnetic moments"], "forces": "absent (energy-only data)",
+        "systems": [{"name": g, "frames": s.n_frames, "atoms": s.n_atoms} for g, s in zip(groups, systems)],
+        "type_map": list(type_map), "sources": sources,
+    }
+
+
+def _render_automag(console: Console, summary: dict) -> None:
+    table = Table(title=f"ingest (automag single points) → {summary['output']}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    fr = summary["frames"]
+    table.add_row("orderings kept", str(fr["kept"]) + (f", {fr['skipped']} skipped" if fr["skipped"] else "")
+                  + (f", {fr['already_in_output']} already in the file" if fr["already_in_output"] else ""))
+    table.add_row("systems", ", ".join(f"{s['name']} ({s['frames']})" for s in summary["systems"]) or "-")
+    table.add_row("type map", ",".join(summary["type_map"]))
+    table.add_row("labels", "energies, magnetic moments; no forces (energy-only training)")
     console.print(table)

@@ -33,7 +33,8 @@ def test_model(
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise CathodemlError(f"{out_dir} exists and is not a folder; give a folder for the test outputs")
     model = load_model(model_path)
-    systems = systems_for_model(model, read_dataset(data_path), str(data_path))
+    # a deepmd/npy system without type_map.raw: its type.raw indexes the model's type map (as in DeePMD-kit)
+    systems = systems_for_model(model, read_dataset(data_path, model.config.type_map), str(data_path))
 
     err = Console(stderr=True)
     predictions = []
@@ -49,7 +50,8 @@ def test_model(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_outputs(out_dir, report, parity_data(systems, predictions))
-        report["files"] = [str(out_dir / n) for n in ("test_results.json", "parity_energy.png", "parity_force.png")]
+        names = ("test_results.json", "parity_energy.png") + (("parity_force.png",) if report["overall"]["force"]["n"] else ())
+        report["files"] = [str(out_dir / n) for n in names]
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     elif not quiet:
@@ -62,7 +64,8 @@ def _write_outputs(folder: Path, report: dict, parity: dict) -> None:
     with atomic_output(folder / "test_results.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     _parity_plot(folder / "parity_energy.png", parity, "energy", "energy (eV/atom)")
-    _parity_plot(folder / "parity_force.png", parity, "force", "force component (eV/Å)")
+    if any(d["force_dft"].size for d in parity.values()):  # energy-only data has no force parity
+        _parity_plot(folder / "parity_force.png", parity, "force", "force component (eV/Å)")
 
 
 def _parity_plot(path: Path, parity: dict, key: str, label: str) -> None:
@@ -78,6 +81,8 @@ def _parity_plot(path: Path, parity: dict, key: str, label: str) -> None:
     lo, hi = np.inf, -np.inf
     for name, d in parity.items():
         x, y = d[f"{key}_dft"], d[f"{key}_model"]
+        if not x.size:
+            continue
         ax.scatter(x, y, s=6, alpha=0.6, label=name)
         lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
     pad = 0.05 * (hi - lo or 1.0)
@@ -100,9 +105,10 @@ def _parity_plot(path: Path, parity: dict, key: str, label: str) -> None:
 
 def _render(console: Console, report: dict) -> None:
     o = report["overall"]
+    forces = (f"force RMSE {o['force']['rmse']:.1f} meV/Å (MAE {o['force']['mae']:.1f})" if o["force"]["n"]
+              else "no force labels (energy-only data)")
     console.print(f"{report['model']} on {report['data']}: {o['frames']} frames; energy RMSE "
-                  f"{o['energy']['rmse']:.2f} meV/atom (MAE {o['energy']['mae']:.2f}), force RMSE "
-                  f"{o['force']['rmse']:.1f} meV/Å (MAE {o['force']['mae']:.1f})"
+                  f"{o['energy']['rmse']:.2f} meV/atom (MAE {o['energy']['mae']:.2f}), {forces}"
                   + (f", virial RMSE {report['virial']['rmse']:.2f} meV/atom" if "virial" in report else ""),
                   highlight=False)
     table = Table("system", "frames", "atoms", "E RMSE meV/atom", "E MAE", "F RMSE meV/Å", "F MAE", title="per system")

@@ -29,7 +29,8 @@ class LabelledSystem:
 
     atom_types [na] (real atoms first, then virtual spin atoms), n_real: number of real atoms,
     host_index [na − n_real]: real atom each virtual atom belongs to; coords [nf, na, 3] Å;
-    cells [nf, 3, 3] Å (rows = lattice vectors); energies [nf] eV; forces [nf, n_real, 3] eV/Å;
+    cells [nf, 3, 3] Å (rows = lattice vectors); energies [nf] eV; forces [nf, n_real, 3] eV/Å or
+    None when the data has no force labels (energy-only frames: the force loss is off for them);
     virials [nf, 3, 3] eV or None; moments [nf, n_real] μB (|moment| per real atom, NaN where
     unknown) or None.  `neighbours` is filled by the trainer with the model's neighbour data.
     """
@@ -41,7 +42,7 @@ class LabelledSystem:
     coords: np.ndarray
     cells: np.ndarray
     energies: np.ndarray
-    forces: np.ndarray
+    forces: np.ndarray | None
     virials: np.ndarray | None
     moments: np.ndarray | None
     nopbc: bool = False
@@ -61,7 +62,7 @@ class LabelledSystem:
         pick = lambda a: None if a is None else a[frames]  # noqa: E731
         return dataclasses.replace(
             self, coords=self.coords[frames], cells=self.cells[frames], energies=self.energies[frames],
-            forces=self.forces[frames], virials=pick(self.virials), moments=pick(self.moments), neighbours=None,
+            forces=pick(self.forces), virials=pick(self.virials), moments=pick(self.moments), neighbours=None,
         )
 
 
@@ -83,16 +84,22 @@ def virtual_layout(system, type_map: list[str]) -> tuple[int, np.ndarray]:
 
 
 def labelled_systems(dataset, where: str, need_labels: bool = True) -> list[LabelledSystem]:
-    """Turn a Dataset into LabelledSystems (systems without energies/forces are an error)."""
+    """Turn a Dataset into LabelledSystems (systems without energies are an error).
+
+    A system without force labels (no force.npy, e.g. single points that printed none) is kept
+    with forces None: it trains and tests on energies only, never on made-up zero forces.
+    """
     out = []
     for s in dataset.systems:
         if s.n_frames == 0:
             continue
-        if need_labels and (s.energies is None or s.forces is None):
-            raise CathodemlError(f"{where}: system {s.name} has no energy or force labels; "
-                                 "train and test need both (ingest VASP runs that finished)")
+        if need_labels and s.energies is None:
+            raise CathodemlError(f"{where}: system {s.name} has no energy labels; "
+                                 "train and test need them (ingest VASP runs that finished)")
         n_real, host_index = virtual_layout(s, dataset.type_map)
-        bad = ~np.isfinite(s.energies) | ~np.isfinite(s.forces[:, :n_real]).all(axis=(1, 2))
+        bad = ~np.isfinite(s.energies)
+        if s.forces is not None:
+            bad |= ~np.isfinite(s.forces[:, :n_real]).all(axis=(1, 2))
         if bad.any():
             raise CathodemlError(f"{where}: system {s.name} frame {int(np.flatnonzero(bad)[0])} has a non-finite "
                                  "energy or force label; remove it (e.g. re-ingest without unconverged runs)")
@@ -100,7 +107,7 @@ def labelled_systems(dataset, where: str, need_labels: bool = True) -> list[Labe
             name=s.name, atom_types=np.asarray(s.atom_types, dtype=np.int64), n_real=n_real,
             host_index=host_index, coords=np.asarray(s.coords, dtype=np.float64),
             cells=np.asarray(s.cells, dtype=np.float64), energies=np.asarray(s.energies, dtype=np.float64),
-            forces=np.asarray(s.forces[:, :n_real], dtype=np.float64),
+            forces=None if s.forces is None else np.asarray(s.forces[:, :n_real], dtype=np.float64),
             virials=None if s.virials is None else np.asarray(s.virials, dtype=np.float64),
             moments=_moment_magnitudes(s, n_real), nopbc=bool(s.nopbc),
         ))

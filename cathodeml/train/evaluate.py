@@ -142,7 +142,8 @@ def _state_index(moments: np.ndarray, states: list[dict]) -> np.ndarray:
 def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarray, np.ndarray]], type_map) -> dict:
     """Every error figure: overall, per system, per element, per atomic spin state and per frame
     spin configuration.  predictions: (energies, forces[, virials or None]) per system.
-    Energies and virials in meV/atom, forces in meV/Å (component-wise RMSE and MAE)."""
+    Energies and virials in meV/atom, forces in meV/Å (component-wise RMSE and MAE).  Systems
+    without force labels add nothing to the force figures (NaN with n = 0 when no system has any)."""
     type_map = list(type_map)
     states = atom_spin_states(systems, type_map)
     e_diff, f_diff = [], []
@@ -150,7 +151,7 @@ def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarr
     v_diff = []
     for s, (e_pred, f_pred, *rest) in zip(systems, predictions):
         de = (e_pred - s.energies) / s.n_real
-        df = f_pred - s.forces
+        df = f_pred - s.forces if s.forces is not None else np.zeros((s.n_frames, 0, 3))
         e_diff.append(de)
         f_diff.append(df.ravel())
         entry = {"name": s.name, "frames": s.n_frames, "atoms": s.n_real,
@@ -161,8 +162,9 @@ def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarr
             entry["virial"] = _scaled(_errors(dv), MEV, "meV/atom")
         per_system.append(entry)
         real_types = s.atom_types[: s.n_real]
-        for t in np.unique(real_types):
-            per_element.setdefault(type_map[t], []).append(df[:, real_types == t].ravel())
+        force_types = real_types if s.forces is not None else real_types[:0]
+        for t in np.unique(force_types):
+            per_element.setdefault(type_map[t], []).append(df[:, force_types == t].ravel())
         labels = [""] * s.n_frames
         for element, st in states.items():
             t = type_map.index(element)
@@ -173,7 +175,8 @@ def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarr
             for k, group in enumerate(st):
                 name = f"{element} {group['center']:.1f} μB"
                 mask = idx == k
-                per_state.setdefault(name, []).append(df[:, cols][mask].ravel())
+                if s.forces is not None:
+                    per_state.setdefault(name, []).append(df[:, cols][mask].ravel())
             for f in range(s.n_frames):
                 counts = np.bincount(idx[f][idx[f] >= 0], minlength=len(st))
                 part = " ".join(f"{n}×{st[k]['center']:.1f}" for k, n in enumerate(counts) if n)
@@ -197,7 +200,9 @@ def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarr
 
 
 def parity_data(systems: list[LabelledSystem], predictions) -> dict:
-    """Arrays for parity plots: energy per atom (eV/atom) and force components (eV/Å), by system."""
+    """Arrays for parity plots: energy per atom (eV/atom) and force components (eV/Å), by system
+    (empty force arrays for a system without force labels)."""
     return {s.name: {"energy_dft": s.energies / s.n_real, "energy_model": pred[0] / s.n_real,
-                     "force_dft": s.forces.ravel(), "force_model": pred[1].ravel()}
+                     "force_dft": np.zeros(0) if s.forces is None else s.forces.ravel(),
+                     "force_model": np.zeros(0) if s.forces is None else pred[1].ravel()}
             for s, pred in zip(systems, predictions)}

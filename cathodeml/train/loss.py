@@ -79,19 +79,23 @@ def fold_virtual_forces(forces, n_real: int, host_index):
     return real.at[..., jnp.asarray(host_index), :].add(forces[..., n_real:, :])
 
 
-def energy_force_virial_loss(pred, label, n_real: int, pref, has_virial: bool):
+def energy_force_virial_loss(pred, label, n_real: int, pref, has_virial: bool, has_force: bool = True):
     """DeePMD-kit's energy loss over a batch; returns (loss, metrics dict).
 
     pred/label: dicts with "energy" [B] eV, "force" [B, n_real, 3] eV/Å, "virial" [B, 3, 3] eV.
     loss = p_e·⟨ΔE²⟩/N + p_f·⟨ΔF²⟩ + p_v·⟨ΔW²⟩/N with N the real-atom count; metrics hold the
     mean squares "mse_e" (eV²), "mse_f" (eV²/Å²), "mse_v" (eV²) for RMSEs (E and W per atom
-    are √mse/N).
+    are √mse/N).  Without force labels (`has_force` False, as DeePMD-kit does for data without
+    force.npy) the force term is absent -- not a fit to zero forces -- and so is "mse_f".
     """
     inv_n = 1.0 / n_real
     mse_e = jnp.mean((pred["energy"] - label["energy"]) ** 2)
-    mse_f = jnp.mean((pred["force"] - label["force"]) ** 2)
-    loss = pref[0] * mse_e * inv_n + pref[1] * mse_f
-    metrics = {"mse_e": mse_e, "mse_f": mse_f}
+    loss = pref[0] * mse_e * inv_n
+    metrics = {"mse_e": mse_e}
+    if has_force:
+        mse_f = jnp.mean((pred["force"] - label["force"]) ** 2)
+        loss = loss + pref[1] * mse_f
+        metrics["mse_f"] = mse_f
     if has_virial:
         mse_v = jnp.mean((pred["virial"] - label["virial"]) ** 2)
         loss = loss + pref[2] * mse_v * inv_n

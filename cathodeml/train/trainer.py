@@ -108,17 +108,19 @@ def _take(nbr, frames):
 @dataclasses.dataclass
 class DeviceGroup:
     """Systems with identical atoms (types, order, virtual layout), their frames stacked on the
-    device (leading frame axis) with one neighbour-list capacity, so they share one compiled step."""
+    device (leading frame axis) with one neighbour-list capacity, so they share one compiled step.
+    A group without force labels (`has_force` False) holds no "forces" array and trains on energies only."""
 
     n_real: int
     host_index: object
     has_virial: bool
     arrays: dict
+    has_force: bool = True
 
 
 def _group_key(s: LabelledSystem):
     return (tuple(int(t) for t in s.atom_types), s.n_real, tuple(int(h) for h in s.host_index), s.nopbc,
-            s.virials is not None)
+            s.virials is not None, s.forces is not None)
 
 
 def device_groups(systems: list[LabelledSystem], sharding=None) -> tuple[list[DeviceGroup], list[tuple[int, int]]]:
@@ -147,13 +149,14 @@ def device_groups(systems: list[LabelledSystem], sharding=None) -> tuple[list[De
             "coords": np.concatenate([p.coords for p in parts]),
             "cells": np.concatenate([np.zeros((p.n_frames, 3, 3)) if p.nopbc else p.cells for p in parts]),
             "energies": np.concatenate([p.energies for p in parts]),
-            "forces": np.concatenate([p.forces for p in parts]),
             "virials": np.concatenate([p.virials if p.virials is not None else np.zeros((p.n_frames, 3, 3))
                                        for p in parts]),
             "nbr": jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *nbrs),
         }
+        if first.forces is not None:
+            arrays["forces"] = np.concatenate([p.forces for p in parts])
         groups.append(DeviceGroup(first.n_real, put(first.host_index), first.virials is not None,
-                                  jax.tree_util.tree_map(put, arrays)))
+                                  jax.tree_util.tree_map(put, arrays), has_force=first.forces is not None))
     return groups, where
 
 
@@ -178,13 +181,23 @@ def predict_frame(config: ModelConfig, params, stats, coords, cell, nbr, n_real:
     return e, forces, virial
 
 
-def _batch_loss(params, config, stats, batch, n_real, host_index, has_virial, pref):
+def _predict_batch(params, config, stats, batch, n_real, host_index, has_virial, has_force):
+    """(E [B] eV, F [B, n_real, 3] eV/Å or None, W [B, 3, 3] eV) of a batch; without force and
+    virial labels only the energy is evaluated (no position derivative, a cheaper step)."""
+    if not (has_force or has_virial):
+        e = jax.vmap(energy, in_axes=(None, None, None, 0, 0, 0))(config, params, stats, batch["coords"],
+                                                                   batch["cells"], batch["nbr"])
+        return e, None, jnp.zeros(e.shape + (3, 3), e.dtype)
     predict = jax.vmap(predict_frame, in_axes=(None, None, None, 0, 0, 0, None, None, None))
-    e, f, v = predict(config, params, stats, batch["coords"], batch["cells"], batch["nbr"], n_real, host_index,
-                      has_virial)
+    return predict(config, params, stats, batch["coords"], batch["cells"], batch["nbr"], n_real, host_index,
+                   has_virial)
+
+
+def _batch_loss(params, config, stats, batch, n_real, host_index, has_virial, pref, has_force=True):
+    e, f, v = _predict_batch(params, config, stats, batch, n_real, host_index, has_virial, has_force)
     pred = {"energy": e, "force": f, "virial": v}
-    label = {"energy": batch["energies"], "force": batch["forces"], "virial": batch["virials"]}
-    loss, metrics = energy_force_virial_loss(pred, label, n_real, pref, has_virial)
+    label = {"energy": batch["energies"], "force": batch.get("forces"), "virial": batch["virials"]}
+    loss, metrics = energy_force_virial_loss(pred, label, n_real, pref, has_virial, has_force=has_force)
     metrics["loss"] = loss
     return loss, metrics
 
@@ -196,30 +209,31 @@ def _gather(arrays, frames, batch_sharding):
     return batch
 
 
-@partial(jax.jit, static_argnames=("config", "n_real", "has_virial", "batch_sharding"))
+@partial(jax.jit, static_argnames=("config", "n_real", "has_virial", "batch_sharding", "has_force"))
 def train_step(params, opt_state, stats, arrays, frames, lr, pref, host_index, *, config, n_real, has_virial,
-               batch_sharding=None):
+               batch_sharding=None, has_force=True):
     """One Adam step on the frames `frames` of one system; returns (params, opt_state, metrics).
 
     lr (1/step) and pref [p_e, p_f, p_v] are traced, so the step compiles once per system shape.
+    has_force False (a system without force labels): the force term is left out of the loss.
     """
     batch = _gather(arrays, frames, batch_sharding)
-    grads, metrics = jax.grad(lambda p: _batch_loss(p, config, stats, batch, n_real, host_index, has_virial, pref),
-                              has_aux=True)(params)
+    grads, metrics = jax.grad(lambda p: _batch_loss(p, config, stats, batch, n_real, host_index, has_virial, pref,
+                                                    has_force), has_aux=True)(params)
     updates, opt_state = _ADAM.update(grads, opt_state, params)
     params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
     return params, opt_state, metrics
 
 
-@partial(jax.jit, static_argnames=("config", "n_real", "has_virial"))
-def evaluate_batch(params, stats, arrays, frames, host_index, *, config, n_real, has_virial):
+@partial(jax.jit, static_argnames=("config", "n_real", "has_virial", "has_force"))
+def evaluate_batch(params, stats, arrays, frames, host_index, *, config, n_real, has_virial, has_force=True):
     """Per-frame squared errors of the model on frames `frames` of a group: energy [B] (eV²),
-    force summed over real atoms and components [B] (eV²/Å²), virial summed over components [B] (eV²)."""
+    force summed over real atoms and components [B] (eV²/Å²; zeros without force labels),
+    virial summed over components [B] (eV²)."""
     batch = _gather(arrays, frames, None)
-    predict = jax.vmap(predict_frame, in_axes=(None, None, None, 0, 0, 0, None, None, None))
-    e, f, v = predict(config, params, stats, batch["coords"], batch["cells"], batch["nbr"], n_real, host_index,
-                      has_virial)
-    return {"se_e": (e - batch["energies"]) ** 2, "se_f": jnp.sum((f - batch["forces"]) ** 2, axis=(1, 2)),
+    e, f, v = _predict_batch(params, config, stats, batch, n_real, host_index, has_virial, has_force)
+    se_f = jnp.sum((f - batch["forces"]) ** 2, axis=(1, 2)) if has_force else jnp.zeros_like(e)
+    return {"se_e": (e - batch["energies"]) ** 2, "se_f": se_f,
             "se_v": jnp.sum((v - batch["virials"]) ** 2, axis=(1, 2))}
 
 
@@ -260,7 +274,8 @@ def data_fingerprint(systems: list[LabelledSystem]) -> str:
     h = hashlib.sha256()
     for s in systems:
         for a in (s.atom_types, s.coords, s.energies, s.forces):
-            h.update(np.ascontiguousarray(a).tobytes())
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
 
@@ -383,7 +398,7 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
                 params, opt_state, stats_dev, s.arrays, _frame_indices(frames + offset, by_frames), lr, pref,
                 s.host_index,
                 config=config, n_real=s.n_real, has_virial=has_virial and s.has_virial,
-                batch_sharding=by_frames)
+                batch_sharding=by_frames, has_force=s.has_force)
             step += 1
             if first_step_time is None:
                 jax.block_until_ready(params)
@@ -429,7 +444,7 @@ def new_run_state(params: dict, stats: dict) -> RunState:
 def _rmse(metrics: dict, n_real: int) -> dict:
     m = {k: float(v) for k, v in metrics.items()}
     out = {"rmse": float(np.sqrt(m["loss"])), "rmse_e": float(np.sqrt(m["mse_e"]) / n_real),
-           "rmse_f": float(np.sqrt(m["mse_f"]))}
+           "rmse_f": float(np.sqrt(m["mse_f"])) if "mse_f" in m else float("nan")}
     if "mse_v" in m:
         out["rmse_v"] = float(np.sqrt(m["mse_v"]) / n_real)
     return out
@@ -454,17 +469,18 @@ class _Validation:
                 take = min(self.chunk, n - start)
                 frames = offset + np.minimum(np.arange(start, start + self.chunk), n - 1)
                 m = evaluate_batch(params, stats, group.arrays, frames, group.host_index, config=config,
-                                   n_real=s.n_real, has_virial=has_virial and group.has_virial)
+                                   n_real=s.n_real, has_virial=has_virial and group.has_virial,
+                                   has_force=group.has_force)
                 m = {k: np.asarray(v)[:take] for k, v in m.items()}
                 se["e"] += float(np.sum(m["se_e"])) / s.n_real ** 2
                 se["f"] += float(np.sum(m["se_f"]))
                 se["v"] += float(np.sum(m["se_v"])) / s.n_real ** 2
             n_frames += n
-            n_force += 3 * n * s.n_real
-        out = {"rmse_e": np.sqrt(se["e"] / n_frames), "rmse_f": np.sqrt(se["f"] / n_force)}
+            n_force += 3 * n * s.n_real if group.has_force else 0
+        out = {"rmse_e": np.sqrt(se["e"] / n_frames), "rmse_f": np.sqrt(se["f"] / n_force) if n_force else np.nan}
         mse_e_norm = se["e"] / n_frames  # ⟨ΔE²⟩/N² averaged; the loss uses ⟨ΔE²⟩/N
         n_mean = sum(s.n_real for s in self.systems) / len(self.systems)
-        loss = pref[0] * mse_e_norm * n_mean + pref[1] * out["rmse_f"] ** 2
+        loss = pref[0] * mse_e_norm * n_mean + (pref[1] * out["rmse_f"] ** 2 if n_force else 0.0)
         if has_virial:
             out["rmse_v"] = np.sqrt(se["v"] / n_frames)
             loss += pref[2] * se["v"] / n_frames * n_mean
