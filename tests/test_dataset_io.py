@@ -53,3 +53,23 @@ def test_failed_write_leaves_previous_file_untouched(data_dir, tmp_path):
         write_dataset(out, broken, append=True)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nio.h5"]
+
+
+def test_npy_system_without_type_map_takes_the_given_names(tmp_path):
+    """DeePMD-kit semantics: a system with no type_map.raw has type.raw indexing the model's type map."""
+    from cathodeml.errors import TypeMapError
+    from cathodeml.io.dataset import read_dataset
+
+    from pathlib import Path
+
+    slice_dir = Path(__file__).parent / "data" / "deepmd" / "lgps_slice"
+    unnamed = slice_dir / "LiGePS-iter.000000-data.000"
+    assert not (unnamed / "type_map.raw").exists()
+    assert read_dataset(unnamed).type_map == ["Type_0", "Type_1", "Type_2", "Type_3"]
+    ds = read_dataset(slice_dir, ["Li", "Ge", "P", "S"])  # mixed: one unnamed system, two with type_map.raw
+    assert ds.type_map == ["Li", "Ge", "P", "S"]
+    for s in ds.systems:
+        counts = np.bincount(s.atom_types, minlength=4)
+        assert counts.tolist() == ([20, 2, 4, 24] if s.atom_types.size == 50 else [160, 16, 32, 192])
+    with pytest.raises(TypeMapError, match="uses 4 types"):
+        read_dataset(unnamed, ["Li", "Ge"])

@@ -122,11 +122,13 @@ def concatenate(systems: list[System]) -> System:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_dataset(path: str | os.PathLike) -> Dataset:
+def read_dataset(path: str | os.PathLike, type_map: list[str] | tuple[str, ...] | None = None) -> Dataset:
     """Read a cathodeml/deepmd-hdf5 file, a deepmd/npy system folder or a folder of them.
 
     `path` may be `file.h5`, `file.h5#group` (one system), a deepmd/npy system folder
-    (with type.raw) or a directory containing such folders.
+    (with type.raw) or a directory containing such folders.  `type_map` names the types of
+    systems that carry no type_map.raw (their type.raw then indexes it, as in DeePMD-kit);
+    without it they are called Type_0, Type_1, ...
     """
     text = str(path)
     group = None
@@ -136,7 +138,7 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
     if not p.exists():
         raise CathodemlError(f"{p}: no such file or directory")
     if p.is_dir():
-        return _read_npy_tree(p)
+        return _read_npy_tree(p, type_map)
     if not h5py.is_hdf5(p):
         raise InputFormatError(f"{p}: not an HDF5 file (expected a cathodeml/deepmd-hdf5 dataset)")
     with h5py.File(p, "r") as f:
@@ -148,6 +150,7 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
             names = sorted(k for k in root.keys() if isinstance(root[k], h5py.Group) and "type.raw" in root[k])
         if not names:
             raise InputFormatError(f"{path}: no systems found (no group holds type.raw)")
+        unnamed = type_map
         type_map = attrs.get("type_map")
         systems = []
         for name in names:
@@ -155,7 +158,7 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
             sys_map = _decode(g["type_map.raw"][()]) if "type_map.raw" in g else None
             system = _read_group(g, name or (group or p.stem))
             if type_map is None:
-                type_map = sys_map or [f"Type_{i}" for i in range(int(system.atom_types.max()) + 1)]
+                type_map = sys_map or _index_names(system.atom_types, unnamed, f"{path}:{name}")
             if sys_map is not None and sys_map != type_map:
                 system.atom_types = remap_types(system.atom_types, sys_map, type_map, where=f"{path}:{name}")
             systems.append(system)
@@ -224,7 +227,17 @@ def _system_from_columns(columns, atom_types, name, attrs, nopbc) -> System:
     )
 
 
-def _read_npy_tree(root: Path) -> Dataset:
+def _index_names(atom_types: np.ndarray, names, where: str) -> list[str]:
+    """Type names of a system without type_map.raw: `names` indexed by type.raw, else placeholders."""
+    n = int(atom_types.max()) + 1
+    if not names:
+        return [f"Type_{i}" for i in range(n)]
+    if n > len(names):
+        raise TypeMapError(f"{where}: type.raw uses {n} types but the type map {','.join(names)} names {len(names)}")
+    return list(names)
+
+
+def _read_npy_tree(root: Path, unnamed=None) -> Dataset:
     folders = [root] if (root / "type.raw").exists() else sorted(p.parent for p in root.rglob("type.raw"))
     if not folders:
         raise InputFormatError(f"{root}: no deepmd/npy system (no type.raw) found")
@@ -238,7 +251,7 @@ def _read_npy_tree(root: Path) -> Dataset:
             for f in sorted(s.glob("*.npy")):
                 columns.setdefault(f.stem, []).append(np.load(f))
         system = _system_from_columns(columns, atom_types, folder.name, {}, nopbc=(folder / "nopbc").exists())
-        sys_map = sys_map or [f"Type_{i}" for i in range(int(atom_types.max()) + 1)]
+        sys_map = sys_map or _index_names(atom_types, unnamed, str(folder))
         if type_map is None:
             type_map = list(sys_map)
         for name in sys_map:

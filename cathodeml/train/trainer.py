@@ -583,12 +583,12 @@ class RunPlan:
     restarted_from: str | None = None
 
 
-def _read_all(paths: list[str], what: str):
+def _read_all(paths: list[str], what: str, type_map=()):
     from cathodeml.io.dataset import read_dataset
 
     if not paths:
         raise CathodemlError(f"no {what} data given; pass --data FILE (or list training.data in the config)")
-    return [(str(p), read_dataset(p)) for p in paths]
+    return [(str(p), read_dataset(p, type_map)) for p in paths]
 
 
 def _unified_type_map(requested: tuple[str, ...], datasets) -> list[str]:
@@ -640,8 +640,9 @@ def plan_run(settings: TrainConfig, restart: str | None = None) -> RunPlan:
     from cathodeml.train.data import assign_batch_sizes, split_validation
 
     t = settings.training
-    train_sets = _read_all(list(t.data), "training")
-    valid_sets = _read_all(list(t.valid_data), "validation") if t.valid_data else []
+    # model.type_map also names the types of deepmd/npy systems that have no type_map.raw
+    train_sets = _read_all(list(t.data), "training", settings.model.type_map)
+    valid_sets = _read_all(list(t.valid_data), "validation", settings.model.type_map) if t.valid_data else []
     spin = _spin_of(train_sets + valid_sets)
     ckpt = read_checkpoint(Path(restart)) if restart else None
     type_map = list(ckpt[0].type_map) if ckpt else _unified_type_map(settings.model.type_map, train_sets + valid_sets)
