@@ -201,6 +201,7 @@ def test_spin_scan_trains_each_grid_point_and_marks_overlaps(tmp_path):
     # η = 0.5 Å/μB pushes a virtual atom (±2.1 Å along c) onto a neighbour: marked, not trained
     assert [p["overlap"] for p in table] == [0, 0, 1, 1]
     assert all(np.isfinite(p["energy_rmse_meV_per_atom"]) for p in table[:2])
+    assert table[2]["energy_rmse_meV_per_atom"] is None and table[0]["force_rmse_meV_per_A"] is None  # JSON null
     assert table[0]["energy_rmse_meV_per_atom"] != table[1]["energy_rmse_meV_per_atom"]
     rows = list(csv.DictReader(open(out / "spin_scan.csv")))
     assert len(rows) == 4 and rows[2]["overlap"] == "1" and rows[2]["energy_rmse_meV_per_atom"] == ""

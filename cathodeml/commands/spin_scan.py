@@ -73,9 +73,20 @@ def spin_scan(
                "steps": settings.training.steps, "seed": settings.training.seed, "config": str(config_path),
                "points": [p.row() for p in points], "files": [str(f) for f in files]}
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, allow_nan=True))
+        typer.echo(json.dumps(_nan_to_null(summary), indent=2))
     elif not quiet:
         _render(Console(), summary)
+
+
+def _nan_to_null(value):
+    """NaN (not trained, no forces) as JSON null, so strict JSON readers (jq) accept the output."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_null(v) for v in value]
+    return value
 
 
 def _render(console: Console, summary: dict) -> None:
