@@ -9,7 +9,7 @@ test:
 	$(PYTHON) -m pytest -q -n 2 tests
 
 demo:
-	$(MAKE) -j 2 -f examples/demo.mk demo
+	$(MAKE) -j 2 -f examples/demo.mk demo demo-physics
 
 demo-spin:
 	$(MAKE) -j 2 -f examples/demo.mk demo-spin

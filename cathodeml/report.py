@@ -106,6 +106,8 @@ def _errors(block: dict | None, key: str) -> str:
     if not block or key not in block:
         return "–"
     e = block[key]
+    if e.get("rmse") is None or not e.get("n", 1):  # no labels of that kind (energy-only data: no forces)
+        return "–"
     return f"{e['rmse']:.2f} / {e['mae']:.2f}"
 
 

@@ -179,6 +179,7 @@ def test_makefile_recipe_runs_on_the_slice(tmp_path):
     report = json.loads((out / "plain" / "test" / "test_results.json").read_text())
     assert report["overall"]["frames"] == 4  # afm5, afm10, afm11, afm1 held out
     assert report["overall"]["force"]["n"] == 0  # no force labels: no force errors
+    assert report["overall"]["force"]["rmse"] is None  # written as null (strict JSON), not NaN
     assert plain == pytest.approx(report["overall"]["energy"]["rmse"], abs=0.01) and spin_rmse > 0
     assert not (out / "plain" / "test" / "parity_force.png").exists()
 

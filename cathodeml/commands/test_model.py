@@ -5,7 +5,6 @@ Energies in meV/atom and forces in meV/Å (RMSE and MAE). A spin model rebuilds 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -14,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cathodeml.errors import CathodemlError
+from cathodeml.io.results import strict_json_text
 
 
 def test_model(
@@ -53,7 +53,7 @@ def test_model(
         names = ("test_results.json", "parity_energy.png") + (("parity_force.png",) if report["overall"]["force"]["n"] else ())
         report["files"] = [str(out_dir / n) for n in names]
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
+        typer.echo(strict_json_text(report))
     elif not quiet:
         _render(Console(), report)
 
@@ -62,7 +62,7 @@ def _write_outputs(folder: Path, report: dict, parity: dict) -> None:
     from cathodeml.io.atomic import atomic_output
 
     with atomic_output(folder / "test_results.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+        tmp.write_text(strict_json_text(report))
     _parity_plot(folder / "parity_energy.png", parity, "energy", "energy (eV/atom)")
     if any(d["force_dft"].size for d in parity.values()):  # energy-only data has no force parity
         _parity_plot(folder / "parity_force.png", parity, "force", "force component (eV/Å)")

@@ -57,6 +57,11 @@ def _clean(obj):
     return obj
 
 
+def strict_json_text(obj) -> str:
+    """JSON that strict readers (jq, JavaScript) accept: NaN/inf become null, numpy types Python."""
+    return json.dumps(_clean(obj), indent=2, ensure_ascii=False)
+
+
 def results_json_text(results: dict) -> str:
     """The JSON text of a results dict (NaN/inf become null, numpy types become Python)."""
     return json.dumps(_clean({"kind": KIND, "format_version": FORMAT_VERSION, **results}), indent=2, ensure_ascii=False)
