@@ -106,7 +106,7 @@ $(SPIN_OUT)/summary.md: $(SPIN_OUT)/plain/test/test_results.json $(SPIN_OUT)/vir
 
 PHYS           := $(OUT)/physics
 HEMATITE_STEPS ?= 1500
-LGPS_T         ?= 900 1100
+LGPS_T         ?= 800 1000
 LGPS_MD_PS     ?= 3
 
 demo-physics: $(PHYS)/summary.md

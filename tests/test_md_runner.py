@@ -84,6 +84,21 @@ def test_frequent_list_rebuilds_give_the_same_trajectory_as_a_list_that_never_ex
     np.testing.assert_allclose(out[0.3][0], out[12.0][0], atol=1e-9)
 
 
+def test_rebuilds_on_the_first_step_of_a_frame_do_not_trip_the_one_step_guard():
+    """With stride 1 every list rebuild happens on the first step of a frame; rebuilds separated by
+    normal steps are not a one-step runaway (the guard once counted them as one, and stopped good runs)."""
+    system = argon_system()
+    pot = lennard_jones(**ARGON)
+    v = integ.maxwell_boltzmann_velocities(jax.random.PRNGKey(4), system.masses, 120.0)
+    out = {}
+    for stride in (1, 300):
+        sim = Simulation(pot, system.cell, system.masses, RunSettings(dt_fs=5.0, n_steps=300, stride=stride, ensemble="nve", skin=0.3))
+        res = sim.run(sim.initial_state(system.positions, v))
+        out[stride] = (np.asarray(res.state.positions), res.neighbor_builds)
+    assert out[1][1] > 3
+    np.testing.assert_allclose(out[1][0], out[300][0], atol=1e-9)
+
+
 def _settings(**kw):
     base = dict(dt_fs=5.0, n_steps=400, stride=50, ensemble="nvt", temperature_K=60.0, tdamp_fs=100.0, skin=0.8,
                 checkpoint_every=100)

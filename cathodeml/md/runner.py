@@ -269,12 +269,14 @@ class Simulation:
             if on_progress is not None and step_now_after > step_now:
                 on_progress(step_now_after)
             if status == _REBUILD:
+                # a rebuild with no step since the last one means one step moved an atom that far
                 stalled = stalled + 1 if step_now_after == step_now else 0
                 if stalled > 1:
                     raise SimulationError(f"step {step_now_after + 1}: an atom moved more than half the skin "
                                           f"({st.skin / 2:g} Å) in one step; raise --skin or lower --dt")
                 self.rebuild_neighbors(state.positions)
                 continue
+            stalled = 0  # steps were made on the new list: the next rebuild starts a fresh count
             if status != _OK:
                 raise SimulationError(self._guard_message(status, step_now_after + 1))
             if step_now_after % st.stride == 0 or step_now_after == st.n_steps:
