@@ -42,7 +42,7 @@ def test_recipe_trains_on_the_dpgen_layout(tmp_path):
 def test_recipe_md_and_analysis_with_the_recorded_model(tmp_path):
     out = tmp_path / "lgps"
     variables = [f"MODEL={ROOT / 'examples/lgps/model.h5'}", f"HOLDOUT={HELD_400}", "TEMPERATURES=900 1000",
-                 "MD_STEPS=60", "STRIDE=2", "ANALYZE_ARGS=--species Li --skip 20fs --fit-window 0.2T:0.6T --blocks 2"]
+                 "MD_STEPS=60", "STRIDE=2", "ANALYZE_ARGS=--species Li --skip 20fs --fit-window 0.2T:0.6T --blocks 1"]
     done = _make(out, *variables)
     assert done.returncode == 0, done.stdout + done.stderr
 
