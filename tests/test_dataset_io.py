@@ -63,10 +63,10 @@ def test_npy_system_without_type_map_takes_the_given_names(tmp_path):
     from pathlib import Path
 
     slice_dir = Path(__file__).parent / "data" / "deepmd" / "lgps_slice"
-    unnamed = slice_dir / "LiGePS-iter.000000-data.000"
+    unnamed = slice_dir / "train" / "LiGePS-iter.000000-data.000"
     assert not (unnamed / "type_map.raw").exists()
     assert read_dataset(unnamed).type_map == ["Type_0", "Type_1", "Type_2", "Type_3"]
-    ds = read_dataset(slice_dir, ["Li", "Ge", "P", "S"])  # mixed: one unnamed system, two with type_map.raw
+    ds = read_dataset(slice_dir, ["Li", "Ge", "P", "S"])  # mixed: two unnamed systems, one with type_map.raw
     assert ds.type_map == ["Li", "Ge", "P", "S"]
     for s in ds.systems:
         counts = np.bincount(s.atom_types, minlength=4)

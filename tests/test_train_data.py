@@ -92,5 +92,5 @@ def test_neighbour_counts_match_ase(data_dir):
 
 def test_frames_without_labels_are_an_error():
     sys_ = System(atom_types=np.array([0]), coords=np.zeros((2, 1, 3)), cells=np.tile(np.eye(3), (2, 1, 1)))
-    with pytest.raises(CathodemlError, match="no energy or force labels"):
+    with pytest.raises(CathodemlError, match="no energy labels"):
         labelled_systems(Dataset(["Li"], [sys_]), "x.h5")
