@@ -81,7 +81,7 @@ def parse_fit_window(text: str | None) -> FitWindow:
             continue
         m = _TIME.match(part)
         if m:
-            ends.append((float(m.group(1)) * {"fs": 1.0, "ps": units.FS_PER_PS, "ns": 1000.0 * units.FS_PER_PS}[m.group(2)], None))
+            ends.append((_matched_fs(m), None))
             continue
         m = _FRACTION.match(part)
         if m:
@@ -160,11 +160,16 @@ def _first_kept_frame(time_fs: np.ndarray, skip_fs: float, path) -> int:
     return first
 
 
+def _matched_fs(m: re.Match) -> float:
+    """The time of a `_TIME` match in fs."""
+    return float(m.group(1)) * {"fs": 1.0, "ps": units.FS_PER_PS, "ns": 1000.0 * units.FS_PER_PS}[m.group(2)]
+
+
 def parse_time(text: str, what: str) -> float:
     """A time with its unit ("5ps", "500fs", "1ns", bare numbers are fs) in fs."""
     m = _TIME.match(text)
     if m:
-        return float(m.group(1)) * {"fs": 1.0, "ps": units.FS_PER_PS, "ns": 1000.0 * units.FS_PER_PS}[m.group(2)]
+        return _matched_fs(m)
     try:
         return float(text)
     except ValueError:
