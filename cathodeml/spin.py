@@ -54,6 +54,18 @@ def virtual_type_name(element: str) -> str:
     return f"{element}{VIRTUAL_SUFFIX}"
 
 
+def is_virtual_type(name: str) -> bool:
+    """True for the type name of a virtual spin atom ("Ni_spin"), False for an element ("Ni")."""
+    return name.endswith(VIRTUAL_SUFFIX)
+
+
+def host_element(name: str) -> str:
+    """The element a virtual type belongs to ("Ni_spin" → "Ni")."""
+    if not is_virtual_type(name):
+        raise ValueError(f"{name!r} is not a virtual spin type")
+    return name[: -len(VIRTUAL_SUFFIX)]
+
+
 # ----------------------------------------------------------------------------- settings
 
 
@@ -147,12 +159,39 @@ def augmented_type_map(type_map: Sequence[str], settings: SpinSettings) -> list[
 
 @dataclasses.dataclass(frozen=True)
 class VirtualSites:
-    """Per virtual atom (M of them, in host order): host atom index, virtual type index, η (Å/μB), d (Å)."""
+    """The virtual atoms of one structure, M of them in host order: host atom index [M], virtual
+    type index [M] (in the augmented type map), η [M] Å/μB, d [M] Å, and the placement mode.
+
+    A JAX pytree (mode is static), so it passes through jit and vmap as an argument of the energy.
+    """
 
     host_index: np.ndarray
     types: np.ndarray
     eta: np.ndarray
     d: np.ndarray
+    mode: str = "collinear"
+
+    @property
+    def size(self) -> int:
+        return int(np.shape(self.host_index)[0])
+
+    def place(self, positions, moments):
+        """Real positions [..., N, 3] Å followed by their virtual atoms, [..., N + M, 3] Å."""
+        return with_virtual_atoms(positions, moments, self.host_index, self.eta, self.d, self.mode)
+
+    def all_types(self, atom_types) -> np.ndarray:
+        """Types of the real atoms [N] followed by those of the virtual atoms [M]."""
+        return np.concatenate([np.asarray(atom_types, dtype=np.int64), np.asarray(self.types, dtype=np.int64)])
+
+
+def _register_pytree(cls, meta):
+    import jax
+
+    data = [f.name for f in dataclasses.fields(cls) if f.name not in meta]
+    return jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=list(meta))
+
+
+_register_pytree(VirtualSites, ("mode",))
 
 
 def virtual_sites(atom_types: np.ndarray, type_map: Sequence[str], settings: SpinSettings) -> VirtualSites:
@@ -173,7 +212,50 @@ def virtual_sites(atom_types: np.ndarray, type_map: Sequence[str], settings: Spi
         types=np.array([full.index(virtual_type_name(e)) for e in els], dtype=np.int64),
         eta=np.array([settings.eta_of(e) for e in els], dtype=np.float64),
         d=np.array([settings.d_of(e) for e in els], dtype=np.float64),
+        mode=settings.mode,
     )
+
+
+def model_real_type_map(type_map: Sequence[str], spin: Mapping | None) -> list[str]:
+    """A model's type map without its `<El>_spin` virtual types (`spin`: the model's settings dict)."""
+    if not spin:
+        return list(type_map)
+    virtual = {virtual_type_name(e) for e in SpinSettings.from_dict(spin).elements}
+    return [t for t in type_map if t not in virtual]
+
+
+def model_virtual_sites(type_map: Sequence[str], spin: Mapping | None, atom_types) -> VirtualSites | None:
+    """The virtual atoms a spin model adds to real atoms of `atom_types` [N] (indices into the model's
+    real type map, `model_real_type_map`); None for a plain model (`spin` None)."""
+    if not spin:
+        return None
+    settings = SpinSettings.from_dict(spin)
+    real = model_real_type_map(type_map, spin)
+    if augmented_type_map(real, settings) != list(type_map):
+        raise CathodemlError(f"the model's type map {list(type_map)} does not follow the spin layout "
+                             "(real types, then <El>_spin in type-map order); was it trained on augment-spin data?")
+    return virtual_sites(np.asarray(atom_types), real, settings)
+
+
+def host_moments(sites: VirtualSites, moments) -> np.ndarray:
+    """The moments that place the virtual atoms, [M] μB (collinear) or [M, 3] μB (vector), from the
+    moments of all real atoms: [N] μB, or [N, 3] (collinear mode then takes the z component).
+
+    Missing moments (None, NaN on a magnetic atom, a scalar per atom for vector mode) are a
+    CathodemlError that says how to give them.
+    """
+    if moments is None:
+        raise CathodemlError("this is a spin model (it places virtual atoms on the magnetic atoms): give the moments, "
+                             "e.g. --magmom Ni=1.0,Mn=3.0, a per-atom file, or a dataset frame that has them")
+    m = np.asarray(moments, dtype=float)[sites.host_index]
+    if sites.mode == "collinear":
+        m = m[:, 2] if m.ndim == 2 else m
+    elif m.ndim != 2:
+        raise CathodemlError("this spin model places virtual atoms along moment vectors (vector mode): "
+                             "give three components per atom (a per-atom file with 3 columns)")
+    if not np.all(np.isfinite(m)):
+        raise CathodemlError("some magnetic atoms have no moment (NaN); give them, e.g. with --magmom")
+    return m
 
 
 # ----------------------------------------------------------------------------- placement
@@ -300,29 +382,20 @@ def moment_histogram(values: np.ndarray, bin_width: float = 0.5) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class SpinLayout:
-    """What train and md need from an augmented system.
+    """An augmented system's virtual atoms, read back: what train and test need.
 
-    n_real: number of real atoms (they come first); host_index [M], types [M] (augmented type map),
-    eta [M] Å/μB, d [M] Å per virtual atom; moments: the host moments the virtual atoms were placed
-    with, [nf, M] μB (collinear) or [nf, M, 3] μB (vector); force_mask [N + M] bool, True where the
-    atom has a force label (real atoms).
+    n_real: number of real atoms (they come first); sites: the virtual atoms; moments: the host
+    moments they were placed with, [nf, M] μB (collinear) or [nf, M, 3] μB (vector).
     """
 
     n_real: int
-    host_index: np.ndarray
-    types: np.ndarray
-    eta: np.ndarray
-    d: np.ndarray
+    sites: VirtualSites
     moments: np.ndarray
     settings: SpinSettings
 
     @property
-    def mode(self) -> str:
-        return self.settings.mode
-
-    @property
-    def force_mask(self) -> np.ndarray:
-        return np.arange(self.n_real + self.host_index.size) < self.n_real
+    def host_index(self) -> np.ndarray:
+        return self.sites.host_index
 
 
 @dataclasses.dataclass
@@ -359,7 +432,7 @@ def read_spin_layout(system: System, type_map: Sequence[str]) -> SpinLayout | No
         raise InputFormatError(f"system {system.name}: the virtual spin atoms do not match their record "
                                "(edited file?); re-run augment-spin on the original data")
     moments = _host_moments(system.frame_data, host, settings.mode, rec["moment_source"], system.n_frames)
-    return SpinLayout(n_real, host, sites.types, sites.eta, sites.d, moments, settings)
+    return SpinLayout(n_real, sites, moments, settings)
 
 
 def augment_dataset(dataset: Dataset, settings: SpinSettings, *, min_distance: float = 0.5,

@@ -31,7 +31,7 @@ runner = CliRunner()
 
 def _labelled(types, energies, forces, moments):
     nf, na = forces.shape[:2]
-    return LabelledSystem(name=f"s{na}", atom_types=np.asarray(types), n_real=na, host_index=np.zeros(0, int),
+    return LabelledSystem(name=f"s{na}", atom_types=np.asarray(types),
                           coords=np.zeros((nf, na, 3)), cells=np.tile(np.eye(3), (nf, 1, 1)), energies=energies,
                           forces=forces, virials=None, moments=moments)
 

@@ -7,10 +7,10 @@ import pytest
 
 from cathodeml.io.structure import read_structure, supercell
 from cathodeml.md import integrators as integ
-from cathodeml.md.potentials import deeppot, energy_and_forces, spin_placement
+from cathodeml.md.potentials import deeppot, energy_and_forces
 from cathodeml.md.runner import RunSettings, Simulation
 from cathodeml.model import Model, ModelConfig, build_neighbor_list, default_stats, energy, import_deepmd, init_params
-from cathodeml.spin import SpinSettings
+from cathodeml.spin import SpinSettings, host_moments, model_virtual_sites
 
 
 def tiny_spin_model(eta=0.3, d=0.2):
@@ -53,7 +53,7 @@ def test_nve_with_a_spin_deeppot_conserves_energy_to_second_order_in_dt(data_dir
     s, types = limno2(data_dir, reps=(2, 2, 1))
     model = tiny_spin_model()
     moments = np.where(np.array(s.symbols) == "Mn", 3.8, 0.0)
-    pot = deeppot(model, types, spin_placement(model, types, moments))
+    pot = deeppot(model, types, moments)
     masses = np.array([{"Li": 6.94, "Mn": 54.94, "O": 16.0}[x] for x in s.symbols])
     v = integ.maxwell_boltzmann_velocities(jax.random.PRNGKey(0), masses, 600.0)
     worst = []
@@ -75,15 +75,16 @@ def test_host_force_equals_finite_difference_moving_host_and_virtual_atom_togeth
     model = tiny_spin_model()
     moments = np.where(np.array(s.symbols) == "Mn", 3.8, 0.0)
     moments[np.flatnonzero(np.array(s.symbols) == "Mn")[1]] = -3.6  # an antiparallel Mn
-    spin = spin_placement(model, types, moments)
-    pot = deeppot(model, types, spin)
+    pot = deeppot(model, types, moments)
+    sites = model_virtual_sites(model.type_map, model.spin, types)
+    host_m = host_moments(sites, moments)
     nbr = pot.build_neighbors(s.positions, s.cell, 1.0, None)
     _, forces = jax.jit(lambda x, n: energy_and_forces(pot, x, jnp.asarray(s.cell), n))(jnp.asarray(s.positions), nbr)
 
     # The same model evaluated on the explicit augmented structure (real atoms, then virtual ones).
-    host = spin.host_index
-    virtual = s.positions[host] + (spin.eta * spin.moments + spin.d)[:, None] * np.array([0, 0, 1.0])
-    full_types = np.concatenate([types, spin.types])
+    host = sites.host_index
+    virtual = s.positions[host] + (sites.eta * host_m + sites.d)[:, None] * np.array([0, 0, 1.0])
+    full_types = np.concatenate([types, sites.types])
     nb = build_neighbor_list(np.concatenate([s.positions, virtual]), s.cell, full_types, model.config.rcut,
                              model.config.ntypes, skin=0.5)
     e_jit = jax.jit(lambda full: energy(model.config, model.params, model.stats, full, s.cell, nb))
@@ -120,4 +121,4 @@ def test_spin_model_without_moments_is_refused(data_dir):
 
     s, types = limno2(data_dir)
     with pytest.raises(CathodemlError, match="--magmom"):
-        spin_placement(tiny_spin_model(), types, None)
+        deeppot(tiny_spin_model(), types, None)

@@ -117,3 +117,24 @@ def test_virial_is_minus_strain_derivative_by_finite_differences(data_dir, name)
             minus = e_fn(g["coord"] @ (np.eye(3) - eps), g["cell"] @ (np.eye(3) - eps))
             fd[a, b] = -(plus - minus) / (2 * h)
     np.testing.assert_allclose(out["virial"], fd, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", MODELS)
+def test_the_train_and_test_path_matches_deepmd_kit(data_dir, name, case):
+    # `cathodeml test` and the training step evaluate frames through trainer.predict_batch (vmapped
+    # model.energy_forces_virial); DeePMD-kit's numbers must come out of that path too, not only `evaluate`.
+    from cathodeml.train.data import LabelledSystem
+    from cathodeml.train.evaluate import predict_system
+
+    m = _model(data_dir, name)
+    g = _case(data_dir, name, case)
+    n = len(g["types"])
+    cell = np.zeros((3, 3)) if g["cell"] is None else np.asarray(g["cell"]).reshape(3, 3)
+    frames = LabelledSystem(name=case, atom_types=np.asarray(g["types"]), coords=np.asarray(g["coord"]).reshape(1, n, 3),
+                            cells=cell[None], energies=np.zeros(1), forces=np.zeros((1, n, 3)),
+                            virials=np.zeros((1, 3, 3)), moments=None, nopbc=g["cell"] is None)
+    e, f, v = predict_system(m, frames)
+    assert _relative(e[0], g["energy"][0]) < 1e-10
+    assert _relative(f[0], np.reshape(g["force"], (n, 3))) < 1e-10
+    assert _relative(v[0], np.reshape(g["virial"], (3, 3))) < 1e-10

@@ -251,21 +251,21 @@ def test_spin_layout_read_back_rebuilds_the_stored_virtual_positions(tmp_path):
     layout = read_spin_layout(back.systems[0], back.type_map)
     assert layout.n_real == 6 and layout.settings == settings
     np.testing.assert_array_equal(layout.host_index, [0, 1, 2])
-    np.testing.assert_array_equal(layout.eta, [0.2, 0.4, 0.4])
-    np.testing.assert_array_equal(layout.d, [0.6, 0.3, 0.3])
-    np.testing.assert_array_equal(layout.types, [3, 4, 4])
-    np.testing.assert_array_equal(layout.force_mask, [True] * 6 + [False] * 3)
+    np.testing.assert_array_equal(layout.sites.eta, [0.2, 0.4, 0.4])
+    np.testing.assert_array_equal(layout.sites.d, [0.6, 0.3, 0.3])
+    np.testing.assert_array_equal(layout.sites.types, [3, 4, 4])
+    assert layout.sites.mode == "collinear"
     s = back.systems[0]
-    rebuilt = with_virtual_atoms(s.coords[:, :6], layout.moments, layout.host_index, layout.eta, layout.d, layout.mode)
+    rebuilt = layout.sites.place(s.coords[:, :6], layout.moments)
     np.testing.assert_array_equal(rebuilt, s.coords)
     assert SpinSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
     # A merged file may list the virtual types anywhere (here first); the layout follows the names.
     shuffled = ["Ni_spin", "O", "Li_spin", "Li", "Ni"]
     moved = dataclasses.replace(s, atom_types=remap_types(s.atom_types, back.type_map, shuffled))
     layout2 = read_spin_layout(moved, shuffled)
-    np.testing.assert_array_equal(layout2.types, [2, 0, 0])
+    np.testing.assert_array_equal(layout2.sites.types, [2, 0, 0])
     np.testing.assert_array_equal(layout2.host_index, layout.host_index)
-    np.testing.assert_array_equal(layout2.eta, layout.eta)
+    np.testing.assert_array_equal(layout2.sites.eta, layout.sites.eta)
     with pytest.raises(CathodemlError, match="do not match their record"):
         read_spin_layout(dataclasses.replace(s, atom_types=s.atom_types[[0, 1, 2, 3, 4, 5, 4, 4, 3]]), back.type_map)
 

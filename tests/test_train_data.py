@@ -7,6 +7,7 @@ from ase.neighborlist import neighbor_list
 
 from cathodeml.errors import CathodemlError
 from cathodeml.io.dataset import Dataset, System, read_dataset
+from cathodeml.spin import VirtualSites
 from cathodeml.train.data import (FrameSampler, LabelledSystem, energy_bias, labelled_systems, max_neighbour_counts,
                                   split_validation)
 
@@ -15,7 +16,7 @@ def _system(types, n_frames, energies=None, rng=None):
     rng = rng or np.random.default_rng(0)
     types = np.asarray(types)
     na = types.size
-    return LabelledSystem(name=f"s{na}", atom_types=types, n_real=na, host_index=np.zeros(0, int),
+    return LabelledSystem(name=f"s{na}", atom_types=types,
                           coords=rng.uniform(0, 5, (n_frames, na, 3)), cells=np.tile(5 * np.eye(3), (n_frames, 1, 1)),
                           energies=np.zeros(n_frames) if energies is None else energies,
                           forces=np.zeros((n_frames, na, 3)), virials=None, moments=None)
@@ -32,10 +33,12 @@ def test_energy_bias_recovers_per_type_energies_of_an_additive_model():
 
 def test_energy_bias_leaves_virtual_spin_types_at_zero():
     s = _system([0, 1, 1], 3, energies=np.array([-5.0, -5.1, -4.9]))
-    s.atom_types = np.array([0, 1, 1, 2])  # one virtual atom of type 2 appended
-    s.coords = np.concatenate([s.coords, s.coords[:, :1]], axis=1)
-    s.host_index = np.array([0])
-    assert energy_bias([s], 3)[2] == 0.0
+    # one virtual atom of type 2 on atom 0: it is placed by the energy, never counted as an atom
+    s.sites = VirtualSites(host_index=np.array([0]), types=np.array([2]), eta=np.array([0.3]), d=np.array([0.2]))
+    s.spin_moments = np.full((3, 1), 1.5)
+    assert s.all_types().tolist() == [0, 1, 1, 2] and s.all_coords().shape == (3, 4, 3)
+    bias = energy_bias([s], 3)
+    assert bias[2] == 0.0 and bias[:2] @ [1, 2] == pytest.approx(-5.0)
 
 
 def test_sampler_draws_systems_in_proportion_to_their_frames_and_visits_every_frame():
@@ -84,7 +87,7 @@ def test_neighbour_counts_match_ase(data_dir):
     for f in np.unique(np.linspace(0, s.n_frames - 1, 3).astype(int)):
         atoms = Atoms(numbers=[28 if t == 0 else 8 for t in s.atom_types], positions=s.coords[f], cell=s.cells[f], pbc=True)
         i, j = neighbor_list("ij", atoms, 4.5)
-        per = np.zeros((s.n_atoms, 2), int)
+        per = np.zeros((s.n_real, 2), int)
         np.add.at(per, (i, s.atom_types[j]), 1)
         expected = np.maximum(expected, per.max(axis=0))
     assert np.array_equal(counts, expected)

@@ -5,9 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cathodeml import enable_float64
-from cathodeml.spin import with_virtual_atoms
 from cathodeml.train.config import LossSettings
-from cathodeml.train.loss import (ExponentialDecay, energy_force_virial_loss, fold_virtual_forces, lcurve_header,
+from cathodeml.train.loss import (ExponentialDecay, energy_force_virial_loss, lcurve_header,
                                   lcurve_line, prefactors)
 
 enable_float64()
@@ -48,43 +47,6 @@ def test_loss_is_deepmd_kits_energy_per_atom_and_force_mean_square():
     dv2 = np.mean(np.asarray(pred["virial"]) ** 2)
     assert np.isclose(loss, 2.0 * de2 / n + 3.0 * df2 + 4.0 * dv2 / n)
     assert np.isclose(m["mse_e"], de2) and np.isclose(m["mse_f"], df2)
-
-
-def _pair_energy(positions):
-    """A smooth all-pairs energy (eV) of positions (Å), standing in for the model."""
-    d = positions[:, None, :] - positions[None, :, :]
-    r2 = jnp.sum(d * d, axis=-1) + jnp.eye(positions.shape[0])
-    return 0.5 * jnp.sum((1.0 - jnp.eye(positions.shape[0])) * jnp.exp(-r2))
-
-
-def test_folded_virtual_forces_equal_the_total_force_on_each_host():
-    rng = np.random.default_rng(1)
-    real = jnp.asarray(rng.normal(scale=1.5, size=(6, 3)))
-    host = np.array([1, 4])
-    moments = jnp.array([0.7, -1.2])
-    eta, d = jnp.array([0.3, 0.3]), jnp.array([0.2, 0.2])
-    # total force: derivative w.r.t. the real atoms with the virtual atoms following their hosts
-    total = -jax.grad(lambda r: _pair_energy(with_virtual_atoms(r, moments, host, eta, d, "collinear")))(real)
-    full = with_virtual_atoms(real, moments, host, eta, d, "collinear")
-    folded = fold_virtual_forces(-jax.grad(_pair_energy)(full), 6, host)
-    assert np.allclose(folded, total, atol=1e-13)
-    # and a central finite difference of the host coordinate agrees
-    h = 1e-5
-    shift = jnp.zeros_like(real).at[4, 2].set(h)
-    fd = -(_pair_energy(with_virtual_atoms(real + shift, moments, host, eta, d))
-           - _pair_energy(with_virtual_atoms(real - shift, moments, host, eta, d))) / (2 * h)
-    assert np.isclose(folded[4, 2], fd, rtol=1e-7, atol=1e-10)
-
-
-def test_virtual_atoms_never_enter_the_loss():
-    n_real, host = 3, np.array([0])
-    forces = jnp.asarray(np.random.default_rng(2).normal(size=(1, n_real + 1, 3)))
-    folded = fold_virtual_forces(forces, n_real, host)
-    assert folded.shape == (1, n_real, 3)  # the loss sees real atoms only
-    pred = {"energy": jnp.zeros(1), "force": folded, "virial": jnp.zeros((1, 3, 3))}
-    label = {"energy": jnp.zeros(1), "force": folded, "virial": jnp.zeros((1, 3, 3))}
-    loss, _ = energy_force_virial_loss(pred, label, n_real, jnp.ones(3), has_virial=False)
-    assert loss == 0.0
 
 
 def test_lcurve_has_deepmd_kits_columns():

@@ -44,7 +44,8 @@ def md(
     """Run NVT (Nosé–Hoover chain) or NVE molecular dynamics with a trained model; writes an H5MD trajectory."""
     from cathodeml.io.structure import parse_magmom, parse_supercell, read_structure, supercell as replicate
     from cathodeml.md.minimize import FireSettings, minimize as fire
-    from cathodeml.md.potentials import deeppot, real_type_map, spin_placement
+    from cathodeml import spin
+    from cathodeml.md.potentials import deeppot
     from cathodeml.md.runner import RunSettings
     from cathodeml.signals import stop_on_signals
     from cathodeml.md.session import MDSystem, checkpoint_path, log_path, run_md
@@ -59,10 +60,11 @@ def md(
     struct = replicate(read_structure(structure), parse_supercell(supercell))
     if magmom is not None:
         struct = struct.with_moments(parse_magmom(magmom, struct.symbols))
-    real_map = real_type_map(model)
+    real_map = spin.model_real_type_map(model.type_map, model.spin)
     types = _types(struct.symbols, real_map, model_path)
-    spin = spin_placement(model, types, struct.moments)
-    potential = deeppot(model, types, spin)
+    potential = deeppot(model, types, struct.moments)
+    sites = spin.model_virtual_sites(model.type_map, model.spin, types)
+    host_moments = None if sites is None else spin.host_moments(sites, struct.moments)
     system = MDSystem(positions=struct.positions, cell=struct.cell, masses=_masses(struct.symbols), species=types,
                       type_map=real_map, fingerprint={"model_sha256": _sha256(model_path), "structure": structure,
                                                       "supercell": list(parse_supercell(supercell))})
@@ -77,7 +79,7 @@ def md(
                       + ("" if relax["converged"] else " [yellow](not converged)[/yellow]"))
 
     parameters = {"model": str(model_path), "structure": structure, "supercell": supercell, "spin": model.spin,
-                  "moments": None if spin is None else spin.moments.tolist(), "minimized": relax}
+                  "moments": None if host_moments is None else host_moments.tolist(), "minimized": relax}
     console.print(f"{potential.name}; {len(types)} atoms ({_formula(struct.symbols)}), {settings.ensemble.upper()} "
                   f"at {temperature:g} K, dt {dt:g} fs, {steps} steps → {output}")
     progress = Progress(TextColumn("[bold]md[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),

@@ -5,8 +5,8 @@ positions (cutoff + skin, static padded shapes so the jitted loop does not recom
 jittable energy of positions, cell and that neighbour data; forces are −∂E/∂r by `jax.grad`.
 Keeping it that small lets the integrators and the runner be tested on potentials whose answers
 are known (harmonic wells, Lennard-Jones) and lets the DeepPot-SE model (with its virtual spin
-atoms recomputed from the hosts inside the energy) plug in through one adapter
-(`cathodeml.md.deeppot`).  Pair lists come from vesin, which handles triclinic cells smaller
+atoms placed from the hosts inside the model's energy) plug in through one adapter (`deeppot`
+below).  Pair lists come from vesin, which handles triclinic cells smaller
 than twice the cutoff; pair vectors are rebuilt in JAX from the stored integer cell shifts.
 
 Units: positions and cells Å (cell rows are lattice vectors), energies eV, forces eV/Å.
@@ -166,59 +166,6 @@ def harmonic_wells(centers, spring_constants) -> Potential:
 # ------------------------------------------------------------------------- DeepPot-SE adapter
 
 
-@dataclasses.dataclass(frozen=True)
-class SpinPlacement:
-    """Virtual spin atoms of a structure, held fixed during MD: host_index [M], types [M] (model
-    type indices), eta [M] Å/μB, d [M] Å, host moments [M] (collinear, μB) or [M,3] (vector), mode."""
-
-    host_index: np.ndarray
-    types: np.ndarray
-    eta: np.ndarray
-    d: np.ndarray
-    moments: np.ndarray
-    mode: str
-
-
-def real_type_map(model) -> list[str]:
-    """The model's type map without its `<El>_spin` virtual types (those come last)."""
-    from cathodeml.spin import SpinSettings, virtual_type_name
-
-    if not model.spin:
-        return list(model.type_map)
-    virtual = {virtual_type_name(e) for e in SpinSettings.from_dict(model.spin).elements}
-    return [t for t in model.type_map if t not in virtual]
-
-
-def spin_placement(model, atom_types, moments) -> SpinPlacement | None:
-    """Virtual atoms for a spin model (None for a plain one).  atom_types [N] index the model's
-    real type map; moments [N] μB (collinear; or [N,3], whose z component is used) or [N,3]
-    (vector mode).  A spin model without moments is a CathodemlError."""
-    from cathodeml.errors import CathodemlError
-    from cathodeml.spin import SpinSettings, augmented_type_map, virtual_sites
-
-    if not model.spin:
-        return None
-    settings = SpinSettings.from_dict(model.spin)
-    real = real_type_map(model)
-    if augmented_type_map(real, settings) != list(model.type_map):
-        raise CathodemlError(f"the model's type map {list(model.type_map)} does not follow the spin layout "
-                             "(real types, then <El>_spin in type-map order); was it trained on augment-spin data?")
-    sites = virtual_sites(np.asarray(atom_types), real, settings)
-    if moments is None:
-        raise CathodemlError(f"this is a spin model (virtual atoms for {','.join(settings.elements)}): give moments with "
-                             "--magmom Ni=1.0,Mn=3.0, a per-atom file, or a dataset frame that has them")
-    moments = np.asarray(moments, dtype=float)
-    host_m = moments[sites.host_index]
-    if settings.mode == "collinear":
-        host_m = host_m[:, 2] if host_m.ndim == 2 else host_m
-    elif host_m.ndim != 2:
-        raise CathodemlError("this spin model places virtual atoms along moment vectors (vector mode): "
-                             "give three components per atom (a per-atom file with 3 columns)")
-    if not np.all(np.isfinite(host_m)):
-        raise CathodemlError("some magnetic atoms have no moment (NaN); give them with --magmom")
-    return SpinPlacement(sites.host_index, sites.types, sites.eta, sites.d, host_m, settings.mode)
-
-
 _DEEPPOTS: dict = {}
 
 
@@ -234,47 +181,48 @@ def _digest(*arrays) -> str:
     return h.hexdigest()
 
 
-def deeppot(model, atom_types, spin: SpinPlacement | None = None, margin: float = 1.25) -> Potential:
-    """A DeepPot-SE `cathodeml.model.Model` as an MD potential for atoms of `atom_types` [N]
-    (indices into the model's type map).  With `spin`, the virtual atoms are recomputed from the
-    host positions inside the energy, so −∂E/∂R_host includes the virtual atom's force.
+def deeppot(model, atom_types, moments=None, margin: float = 1.25) -> Potential:
+    """A DeepPot-SE `cathodeml.model.Model` as an MD potential for real atoms of `atom_types` [N]
+    (indices into the model's real type map, `spin.model_real_type_map`).  A spin model needs the
+    atoms' `moments` ([N] μB, or [N, 3]; held fixed during the run): its virtual atoms are placed
+    inside the model's energy (`cathodeml.model.energy`), so −∂E/∂R of a host includes its virtual
+    atom's force.  A plain model ignores `moments`.
 
-    The same model, atoms and spin placement give the same Potential object, so a second run in
-    one process (a restart, the tests) reuses the compiled MD kernels."""
-    spin_key = None if spin is None else _digest(spin.host_index, spin.types, spin.eta, spin.d, spin.moments) + spin.mode
+    The same model, atoms and moments give the same Potential object, so a second run in one
+    process (a restart, the tests) reuses the compiled MD kernels."""
+    from cathodeml import spin
+
+    sites = spin.model_virtual_sites(model.type_map, model.spin, atom_types)
+    host_m = None if sites is None else spin.host_moments(sites, moments)
+    spin_key = None if sites is None else _digest(sites.host_index, sites.types, sites.eta, sites.d, host_m) + sites.mode
     key = (model.config, _digest(model.params, model.stats), np.asarray(atom_types).tobytes(), spin_key, margin)
     if key not in _DEEPPOTS:
         if len(_DEEPPOTS) >= 4:
             _DEEPPOTS.pop(next(iter(_DEEPPOTS)))
-        _DEEPPOTS[key] = _deeppot(model, atom_types, spin, margin)
+        _DEEPPOTS[key] = _deeppot(model, atom_types, sites, host_m, margin)
     return _DEEPPOTS[key]
 
 
-def _deeppot(model, atom_types, spin: SpinPlacement | None, margin: float) -> Potential:
+def _deeppot(model, atom_types, sites, host_m, margin: float) -> Potential:
     from cathodeml.model import build_neighbor_list, energy as model_energy, with_capacity
-    from cathodeml.spin import with_virtual_atoms
 
     config = model.config
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
     stats = jax.tree_util.tree_map(jnp.asarray, model.stats)
     atom_types = np.asarray(atom_types, dtype=np.int64)
     n_real = atom_types.size
-    if spin is None:
-        all_types = atom_types
-        place = lambda x: x  # noqa: E731
-        place_np = place
-    else:
-        all_types = np.concatenate([atom_types, spin.types])
-        host, eta, d = spin.host_index, spin.eta, spin.d
-        m_np, m_j = spin.moments, jnp.asarray(spin.moments)
-        place = lambda x: with_virtual_atoms(x, m_j, host, jnp.asarray(eta), jnp.asarray(d), spin.mode)  # noqa: E731
-        place_np = lambda x: with_virtual_atoms(x, m_np, host, eta, d, spin.mode)  # noqa: E731
+    all_types = atom_types if sites is None else sites.all_types(atom_types)
+    sites_j = None if sites is None else jax.tree_util.tree_map(jnp.asarray, sites)
+    moments_j = None if sites is None else jnp.asarray(host_m)
 
     def energy(positions, cell, nbr):
-        return jnp.asarray(model_energy(config, params, stats, place(positions), cell, nbr), jnp.float64)
+        e = model_energy(config, params, stats, positions, cell, nbr, moments=moments_j, sites=sites_j)
+        return jnp.asarray(e, jnp.float64)
 
     def build(positions, cell, skin, previous):
-        full = place_np(np.asarray(positions, dtype=np.float64))
+        full = np.asarray(positions, dtype=np.float64)
+        if sites is not None:
+            full = sites.place(full, host_m)
         nbr = build_neighbor_list(full, cell, all_types, config.rcut, config.ntypes, skin=skin,
                                   capacity=None if previous is None else previous.capacity, margin=margin)
         padded = tuple(padded_capacity(c, 1.0) for c in nbr.capacity)
@@ -289,5 +237,5 @@ def _deeppot(model, atom_types, spin: SpinPlacement | None, margin: float) -> Po
             - positions[:, None, :]
         return jnp.sqrt(jnp.min(jnp.where(real, jnp.sum(diff * diff, axis=-1), jnp.inf)))
 
-    name = f"DeepPot-SE se_e2_a (rcut {config.rcut:g} Å{', spin' if spin is not None else ''})"
+    name = f"DeepPot-SE se_e2_a (rcut {config.rcut:g} Å{', spin' if sites is not None else ''})"
     return Potential(energy=energy, build_neighbors=build, cutoff=config.rcut, name=name, closest_distance=closest)

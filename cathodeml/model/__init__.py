@@ -51,20 +51,32 @@ needs_rebuild(nbr, positions) -> traced bool: some atom moved > skin/2 since the
 count_within_cutoff(nbr, positions, cell, rcut) -> [N, ntypes] (host) to warn when > sel.
 with_capacity(nbr, capacity) -> re-padded list (to batch lists built separately).
 
-Energy (pure, jittable, vmappable, differentiable)
---------------------------------------------------
-atomic_energies(config, params, stats, positions, cell, nbr) -> [N] eV
-energy(config, params, stats, positions, cell, nbr) -> scalar eV
-energy_forces_virial(config, params, stats, positions, cell, nbr) -> (E eV, F [N,3] eV/Å, W [3,3] eV)
+Energy (pure, jittable, vmappable, differentiable): the one path every command uses
+----------------------------------------------------------------------------------
+atomic_energies(config, params, stats, positions, cell, nbr) -> [N] eV   (the model, written once)
+energy(config, params, stats, positions, cell, nbr, *, moments=None, sites=None) -> scalar eV
+energy_forces_virial(config, params, stats, positions, cell, nbr, *, moments=None, sites=None,
+                     virial=True) -> (E eV, F [N,3] eV/Å, W [3,3] eV)
     jitted with config static.  F = −∂E/∂r, W = −∂E/∂ε (r → r(1+ε), cell → cell(1+ε));
-    DeePMD-kit's virial sign (stress = −W/V).  cell may be None for free systems.
-evaluate(config, params, stats, positions, cell, nbr) -> {"energy", "forces", "virial",
-    "atomic_energies"}: the same in one jitted pass (used by `test`, `export` checks).
-    For training, differentiate `energy` yourself (e.g. jax.value_and_grad over params of a loss
-    that calls energy_forces_virial, or your own strain derivative exactly as above).
+    DeePMD-kit's virial sign (stress = −W/V).  cell may be None for free systems.  `train` and
+    `test` vmap it over frames (train.trainer.predict_batch), `md` differentiates `energy`, the
+    ASE calculator calls `evaluate`; the DeePMD-kit parity tests run through all of them.
+evaluate(...same...) -> {"energy", "forces", "virial", "atomic_energies"}: the same derivative,
+    with per-atom energies (a virtual atom's energy counted on its host).
     Neighbour choice inside the energy = DeePMD-kit's: of the Σsel nearest within rcut, the sel[t]
     nearest of each type; empty slots still enter the nets as −davg/dstd.
     precision "float32": positions, params, stats are cast on entry; outputs are float32.
+
+Virtual spin atoms
+------------------
+A spin model (Model.spin = its SpinSettings dict; `<El>_spin` types at the end of its type map)
+takes REAL positions [N, 3] plus `sites` (cathodeml.spin.VirtualSites of the structure, from
+spin.model_virtual_sites(model.type_map, model.spin, real_types)) and `moments` (the hosts'
+moments, spin.host_moments(sites, per_atom_moments)).  The virtual atoms are placed inside the
+energy from the (strained) real positions, so forces on hosts include their virtual atoms' and
+the virial leaves the offset η·S + d unstrained (DeePMD-kit's spin virial).  The neighbour list
+is built on real + virtual atoms: build_neighbor_list(sites.place(R, moments), cell,
+sites.all_types(real_types), ...).
 
 Statistics (host)
 -----------------
@@ -79,17 +91,6 @@ Files
 -----
 save_model(path, model) / load_model(path) -> Model         # model.h5 (cathodeml.io.modelfile)
 import_deepmd(path.dp) -> Model / export_deepmd(path.dp, model)   # DeePMD-kit .dp (se_e2_a, ener)
-
-Virtual spin atoms
-------------------
-The model knows nothing about spin: virtual atoms are ordinary atoms whose types are the
-`<El>_spin` entries of config.type_map.  Pass the FULL position array (real atoms first, then the
-virtual ones, as in the augmented dataset), full types, and a neighbour list built on the full
-array.  In MD compute the virtual positions from the hosts inside the jitted function
-(cathodeml.spin.virtual_positions) and take −∂E/∂(host positions) of
-energy(config, params, stats, concat([R, virtual_positions(R, ...)]), cell, nbr) so host forces
-include their virtual atoms' forces; rebuild the list when real or virtual atoms moved > skin/2.
-Model.spin carries the SpinSettings dict the model was trained with.
 
 Example
 -------

@@ -79,44 +79,71 @@ def atomic_energies(config: ModelConfig, params: dict, stats: dict, positions, c
     return e
 
 
-def energy(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList):
-    """Total potential energy (eV) of one frame; see `atomic_energies` for the arguments."""
+def energy(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList, *,
+           moments=None, sites=None):
+    """Total potential energy (eV) of one frame.
+
+    Without `sites`: positions [N, 3] Å are all the atoms the list was built on.  With `sites`
+    (a `cathodeml.spin.VirtualSites`, from `spin.model_virtual_sites`): positions are the N real
+    atoms only and `moments` their hosts' moments ([M] or [M, 3] μB, `spin.host_moments`); the
+    virtual atoms are placed here, from the real positions, so every derivative of this energy
+    with respect to real positions already carries the virtual atoms' forces (∂R'/∂R_host = 1).
+    The list is built on real + virtual atoms (`spin.VirtualSites.place`).
+    """
+    if sites is not None:
+        positions = sites.place(jnp.asarray(positions), moments)
     return jnp.sum(atomic_energies(config, params, stats, positions, cell, nbr))
 
 
-@partial(jax.jit, static_argnames="config")
-def energy_forces_virial(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList):
-    """(E eV, forces [N, 3] eV/Å, virial [3, 3] eV) of one frame, jitted.
+def _derivatives(config, params, stats, positions, cell, nbr, moments, sites, virial: bool):
+    """The one strain derivative: (E, per-atom energies of the real atoms, F = −∂E/∂r, W = −∂E/∂ε).
 
-    forces = −∂E/∂r; virial W = −∂E/∂ε with r → r(1+ε), cell → cell(1+ε) (DeePMD-kit's sign:
-    W = Σ r_ij ⊗ F_ij over pairs, stress σ = −W/V).  For virtual spin atoms the caller chains the
-    forces back to the hosts (or differentiates through `spin.virtual_positions` itself).
+    r → r(1+ε), cell → cell(1+ε) for the real atoms; the virtual atoms are placed from the
+    strained real positions with an unstrained offset η·S + d (DeePMD-kit's spin virial).  Each
+    virtual atom's energy is counted on its host, so the per-atom energies sum to E.
     """
     dtype = config.dtype
     positions = jnp.asarray(positions, dtype)
     cell = _cell(cell, dtype)
+    n = positions.shape[0]
 
     def strained(pos, strain):
         deform = jnp.eye(3, dtype=dtype) + strain
-        return energy(config, params, stats, pos @ deform, cell @ deform, nbr)
+        pos = pos @ deform
+        if sites is not None:
+            pos = sites.place(pos, moments)
+        ae = atomic_energies(config, params, stats, pos, cell @ deform, nbr)
+        if sites is not None:
+            ae = ae[:n].at[sites.host_index].add(ae[n:])
+        return jnp.sum(ae), ae
 
-    e, (dpos, dstrain) = jax.value_and_grad(strained, argnums=(0, 1))(positions, jnp.zeros((3, 3), dtype))
-    return e, -dpos, -dstrain
+    zero = jnp.zeros((3, 3), dtype)
+    if virial:
+        (e, ae), (dpos, dstrain) = jax.value_and_grad(strained, argnums=(0, 1), has_aux=True)(positions, zero)
+    else:
+        (e, ae), dpos = jax.value_and_grad(strained, has_aux=True)(positions, zero)
+        dstrain = zero
+    return e, ae, -dpos, -dstrain
+
+
+@partial(jax.jit, static_argnames=("config", "virial"))
+def energy_forces_virial(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList, *,
+                         moments=None, sites=None, virial: bool = True):
+    """(E eV, forces [N, 3] eV/Å, virial [3, 3] eV) of one frame: the energy path of every command.
+
+    forces = −∂E/∂r; virial W = −∂E/∂ε with r → r(1+ε), cell → cell(1+ε) (DeePMD-kit's sign:
+    W = Σ r_ij ⊗ F_ij over pairs, stress σ = −W/V); zeros when `virial` is False (cheaper).
+    With `sites` and `moments` (see `energy`) positions and forces are the real atoms'; the
+    force on a magnetic atom includes its virtual atom's.  vmaps over frames.
+    """
+    e, _, f, w = _derivatives(config, params, stats, positions, cell, nbr, moments, sites, virial)
+    return e, f, w
 
 
 @partial(jax.jit, static_argnames="config")
-def evaluate(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList) -> dict:
-    """Jitted {"energy" eV, "forces" [N,3] eV/Å, "virial" [3,3] eV, "atomic_energies" [N] eV} of one
-    frame in one pass (same definitions as `energy_forces_virial`)."""
-    dtype = config.dtype
-    positions = jnp.asarray(positions, dtype)
-    cell = _cell(cell, dtype)
-
-    def strained(pos, strain):
-        deform = jnp.eye(3, dtype=dtype) + strain
-        ae = atomic_energies(config, params, stats, pos @ deform, cell @ deform, nbr)
-        return jnp.sum(ae), ae
-
-    (e, ae), (dpos, dstrain) = jax.value_and_grad(strained, argnums=(0, 1), has_aux=True)(
-        positions, jnp.zeros((3, 3), dtype))
-    return {"energy": e, "forces": -dpos, "virial": -dstrain, "atomic_energies": ae}
+def evaluate(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList, *,
+             moments=None, sites=None) -> dict:
+    """{"energy" eV, "forces" [N,3] eV/Å, "virial" [3,3] eV, "atomic_energies" [N] eV} of one
+    frame in one pass, as `energy_forces_virial` (a virtual atom's energy counted on its host)."""
+    e, ae, f, w = _derivatives(config, params, stats, positions, cell, nbr, moments, sites, True)
+    return {"energy": e, "forces": f, "virial": w, "atomic_energies": ae}

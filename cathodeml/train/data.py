@@ -20,25 +20,22 @@ import numpy as np
 from cathodeml.errors import CathodemlError
 from cathodeml.train.config import auto_batch_size, parse_auto
 
-SPIN_SUFFIX = "_spin"
-
-
 @dataclasses.dataclass
 class LabelledSystem:
-    """Frames of one system prepared for training or testing.
+    """Frames of one system prepared for training or testing, real atoms only.
 
-    atom_types [na] (real atoms first, then virtual spin atoms), n_real: number of real atoms,
-    host_index [na − n_real]: real atom each virtual atom belongs to; coords [nf, na, 3] Å;
-    cells [nf, 3, 3] Å (rows = lattice vectors); energies [nf] eV; forces [nf, n_real, 3] eV/Å or
-    None when the data has no force labels (energy-only frames: the force loss is off for them);
-    virials [nf, 3, 3] eV or None; moments [nf, n_real] μB (|moment| per real atom, NaN where
-    unknown) or None.  `neighbours` is filled by the trainer with the model's neighbour data.
+    atom_types [N] (indices into the model's type map); coords [nf, N, 3] Å; cells [nf, 3, 3] Å
+    (rows = lattice vectors); energies [nf] eV; forces [nf, N, 3] eV/Å or None when the data has
+    no force labels (energy-only frames: the force loss is off for them); virials [nf, 3, 3] eV or
+    None; moments [nf, N] μB (|moment| per atom, NaN where unknown) or None, for the error
+    breakdown.  A spin system also has `sites` (its virtual atoms, `cathodeml.spin.VirtualSites`)
+    and `spin_moments` [nf, M] or [nf, M, 3] μB (the host moments that place them): the virtual
+    atoms are not stored but placed inside the energy (`cathodeml.model.energy_forces_virial`).
+    `neighbours` is filled by the trainer with the model's neighbour lists over real + virtual atoms.
     """
 
     name: str
     atom_types: np.ndarray
-    n_real: int
-    host_index: np.ndarray
     coords: np.ndarray
     cells: np.ndarray
     energies: np.ndarray
@@ -46,6 +43,8 @@ class LabelledSystem:
     virials: np.ndarray | None
     moments: np.ndarray | None
     nopbc: bool = False
+    sites: object = None
+    spin_moments: np.ndarray | None = None
     batch_size: int = 1
     neighbours: object = None
 
@@ -54,41 +53,38 @@ class LabelledSystem:
         return int(self.coords.shape[0])
 
     @property
-    def n_atoms(self) -> int:
+    def n_real(self) -> int:
+        """Number of (real) atoms, the count energies are normalised by."""
         return int(self.atom_types.shape[0])
+
+    def all_types(self) -> np.ndarray:
+        """Types of the real atoms followed by those of the virtual atoms (what the model sees)."""
+        return self.atom_types if self.sites is None else self.sites.all_types(self.atom_types)
+
+    def all_coords(self) -> np.ndarray:
+        """Positions [nf, N + M, 3] Å of real and virtual atoms (for neighbour lists and statistics)."""
+        return self.coords if self.sites is None else self.sites.place(self.coords, self.spin_moments)
 
     def select(self, frames: np.ndarray) -> "LabelledSystem":
         """The same system restricted to `frames` (index array)."""
         pick = lambda a: None if a is None else a[frames]  # noqa: E731
         return dataclasses.replace(
             self, coords=self.coords[frames], cells=self.cells[frames], energies=self.energies[frames],
-            forces=pick(self.forces), virials=pick(self.virials), moments=pick(self.moments), neighbours=None,
+            forces=pick(self.forces), virials=pick(self.virials), moments=pick(self.moments),
+            spin_moments=pick(self.spin_moments), neighbours=None,
         )
-
-
-def virtual_layout(system, type_map: list[str]) -> tuple[int, np.ndarray]:
-    """(n_real, host_index [M]) of a dataset System, from the augment-spin record.
-
-    A system without virtual spin atoms gives (n_atoms, []).  Virtual atoms without a record
-    (a hand-made file) are an error rather than a guess.
-    """
-    from cathodeml import spin
-
-    layout = spin.read_spin_layout(system, type_map)
-    if layout is not None:
-        return int(layout.n_real), np.asarray(layout.host_index, dtype=np.int64)
-    if any(type_map[t].endswith(SPIN_SUFFIX) for t in np.unique(system.atom_types)):
-        raise CathodemlError(f"system {system.name} has {SPIN_SUFFIX} atoms but no augment-spin record; "
-                             "make spin datasets with `cathodeml augment-spin`")
-    return system.n_atoms, np.zeros(0, dtype=np.int64)
 
 
 def labelled_systems(dataset, where: str, need_labels: bool = True) -> list[LabelledSystem]:
     """Turn a Dataset into LabelledSystems (systems without energies are an error).
 
-    A system without force labels (no force.npy, e.g. single points that printed none) is kept
-    with forces None: it trains and tests on energies only, never on made-up zero forces.
+    Virtual atoms of an augmented dataset become the system's `sites` (from the augment-spin
+    record; `<El>_spin` atoms without one are an error rather than a guess).  A system without
+    force labels (no force.npy, e.g. single points that printed none) is kept with forces None:
+    it trains and tests on energies only, never on made-up zero forces.
     """
+    from cathodeml import spin
+
     out = []
     for s in dataset.systems:
         if s.n_frames == 0:
@@ -96,7 +92,11 @@ def labelled_systems(dataset, where: str, need_labels: bool = True) -> list[Labe
         if need_labels and s.energies is None:
             raise CathodemlError(f"{where}: system {s.name} has no energy labels; "
                                  "train and test need them (ingest VASP runs that finished)")
-        n_real, host_index = virtual_layout(s, dataset.type_map)
+        layout = spin.read_spin_layout(s, dataset.type_map)
+        if layout is None and any(spin.is_virtual_type(dataset.type_map[t]) for t in np.unique(s.atom_types)):
+            raise CathodemlError(f"system {s.name} has virtual spin atoms but no augment-spin record; "
+                                 "make spin datasets with `cathodeml augment-spin`")
+        n_real = s.n_atoms if layout is None else layout.n_real
         bad = ~np.isfinite(s.energies)
         if s.forces is not None:
             bad |= ~np.isfinite(s.forces[:, :n_real]).all(axis=(1, 2))
@@ -104,12 +104,14 @@ def labelled_systems(dataset, where: str, need_labels: bool = True) -> list[Labe
             raise CathodemlError(f"{where}: system {s.name} frame {int(np.flatnonzero(bad)[0])} has a non-finite "
                                  "energy or force label; remove it (e.g. re-ingest without unconverged runs)")
         out.append(LabelledSystem(
-            name=s.name, atom_types=np.asarray(s.atom_types, dtype=np.int64), n_real=n_real,
-            host_index=host_index, coords=np.asarray(s.coords, dtype=np.float64),
+            name=s.name, atom_types=np.asarray(s.atom_types[:n_real], dtype=np.int64),
+            coords=np.asarray(s.coords[:, :n_real], dtype=np.float64),
             cells=np.asarray(s.cells, dtype=np.float64), energies=np.asarray(s.energies, dtype=np.float64),
             forces=None if s.forces is None else np.asarray(s.forces[:, :n_real], dtype=np.float64),
             virials=None if s.virials is None else np.asarray(s.virials, dtype=np.float64),
             moments=_moment_magnitudes(s, n_real), nopbc=bool(s.nopbc),
+            sites=None if layout is None else layout.sites,
+            spin_moments=None if layout is None else layout.moments,
         ))
     if not out:
         raise CathodemlError(f"{where}: no frames to use")
@@ -197,7 +199,7 @@ def energy_bias(systems: list[LabelledSystem], n_types: int) -> np.ndarray:
     from cathodeml.model.stats import fit_type_bias
 
     counts = np.concatenate([
-        np.repeat(np.bincount(s.atom_types[: s.n_real], minlength=n_types)[None].astype(np.float64), s.n_frames, axis=0)
+        np.repeat(np.bincount(s.atom_types, minlength=n_types)[None].astype(np.float64), s.n_frames, axis=0)
         for s in systems])
     energies = np.concatenate([s.energies for s in systems])
     use = np.flatnonzero(counts.sum(axis=0) > 0)
@@ -220,11 +222,12 @@ def max_neighbour_counts(systems: list[LabelledSystem], rcut: float, n_types: in
         frames = np.arange(s.n_frames)
         if max_frames and s.n_frames > max_frames:
             frames = np.unique(np.linspace(0, s.n_frames - 1, max_frames).astype(int))
-        for f in frames:
+        coords, types = s.all_coords()[frames], s.all_types()
+        for f, xyz in zip(frames, coords):
             box = np.zeros((3, 3)) if s.nopbc else s.cells[f]
-            i, j = finder.compute(s.coords[f], box, not s.nopbc, quantities="ij")
-            counts = np.zeros((s.n_atoms, n_types), dtype=np.int64)
-            np.add.at(counts, (i, s.atom_types[j]), 1)
+            i, j = finder.compute(xyz, box, not s.nopbc, quantities="ij")
+            counts = np.zeros((types.size, n_types), dtype=np.int64)
+            np.add.at(counts, (i, types[j]), 1)
             best = np.maximum(best, counts.max(axis=0))
     return best
 

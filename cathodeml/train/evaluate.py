@@ -1,8 +1,8 @@
 """`cathodeml test`: a trained model's errors on labelled data, broken down as the papers report them.
 
-Predictions use the same jitted per-frame function as training (forces of virtual spin atoms
-folded onto their hosts), vmapped over chunks of frames, so a test number is exactly what
-training optimised.  Errors are reported per system, per element (force components of that
+Predictions go through the training step's own batch function (`trainer.predict_batch`, the
+model's one energy path with virtual spin atoms placed inside it), vmapped over chunks of
+frames, so a test number is exactly what training optimised.  Errors are reported per system, per element (force components of that
 element's atoms), per atomic spin state (element and moment group, from the dataset's moments,
 states split where sorted |m| jumps by more than 0.5 μB) and per frame spin configuration
 (energies of frames with the same count of atoms in each state), in meV/atom and meV/Å.
@@ -23,7 +23,7 @@ import numpy as np
 from cathodeml import enable_float64
 from cathodeml.errors import CathodemlError, TypeMapError
 from cathodeml.train.data import LabelledSystem, labelled_systems
-from cathodeml.train.trainer import predict_frame
+from cathodeml.train.trainer import predict_batch
 
 enable_float64()
 
@@ -63,15 +63,15 @@ def systems_for_model(model, dataset, where: str) -> list[LabelledSystem]:
     return labelled_systems(Dataset(model_map, systems, dataset.attrs), where)
 
 
-@partial(jax.jit, static_argnames=("config", "n_real", "want_virial"))
-def _predict_chunk(params, stats, coords, cells, nbr, host_index, *, config, n_real, want_virial):
-    predict = jax.vmap(predict_frame, in_axes=(None, None, None, 0, 0, 0, None, None, None))
-    return predict(config, params, stats, coords, cells, nbr, n_real, host_index, want_virial)
+@partial(jax.jit, static_argnames=("config", "want_virial"))
+def _predict_chunk(params, stats, batch, sites, *, config, want_virial):
+    return predict_batch(params, config, stats, batch, sites, want_virial, True)
 
 
 def predict_system(model, system: LabelledSystem, chunk: int = 8) -> tuple:
-    """Model energies [nf] (eV), forces on real atoms [nf, n_real, 3] (eV/Å) and, when the system
-    has virial labels, virials [nf, 3, 3] (eV; else None) for every frame.
+    """Model energies [nf] (eV), forces [nf, n_real, 3] (eV/Å) and, when the system has virial
+    labels, virials [nf, 3, 3] (eV; else None) for every frame, through the training step's own
+    energy path (`trainer.predict_batch`).
 
     Frames go through in chunks of `chunk` (the last one padded by repeating a frame, so one
     compilation serves the system).
@@ -84,15 +84,15 @@ def predict_system(model, system: LabelledSystem, chunk: int = 8) -> tuple:
     chunk = min(chunk, nf)
     energies, forces, virials = [], [], []
     want_virial = system.virials is not None
-    nbr_all = build_neighbor_lists(system.coords, None if system.nopbc else system.cells, system.atom_types,
+    nbr_all = build_neighbor_lists(system.all_coords(), None if system.nopbc else system.cells, system.all_types(),
                                    cfg.rcut, cfg.ntypes)
-    host = jnp.asarray(system.host_index)
     for start in range(0, nf, chunk):
-        idx = np.arange(start, start + chunk)
-        idx = np.minimum(idx, nf - 1)
-        nbr = jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], nbr_all)
-        e, f, v = _predict_chunk(model.params, model.stats, system.coords[idx], cells[idx], nbr, host,
-                                 config=cfg, n_real=system.n_real, want_virial=want_virial)
+        idx = np.minimum(np.arange(start, start + chunk), nf - 1)
+        batch = {"coords": system.coords[idx], "cells": cells[idx],
+                 "nbr": jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], nbr_all)}
+        if system.sites is not None:
+            batch["spin_moments"] = system.spin_moments[idx]
+        e, f, v = _predict_chunk(model.params, model.stats, batch, system.sites, config=cfg, want_virial=want_virial)
         keep = min(chunk, nf - start)
         energies.append(np.asarray(e)[:keep])
         forces.append(np.asarray(f)[:keep])

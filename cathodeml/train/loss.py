@@ -67,18 +67,6 @@ def prefactors(loss_settings, lr: float, start_lr: float) -> np.ndarray:
     ])
 
 
-def fold_virtual_forces(forces, n_real: int, host_index):
-    """Forces on real atoms with each virtual spin atom's force added to its host (eV/Å).
-
-    forces [..., n_real + M, 3] → [..., n_real, 3].  A virtual atom sits at R_host + η·S (+ d), so
-    ∂R_virtual/∂R_host = 1 and the total force on a host is its own plus its virtual atom's.
-    """
-    real = forces[..., :n_real, :]
-    if host_index is None or len(host_index) == 0:
-        return real
-    return real.at[..., jnp.asarray(host_index), :].add(forces[..., n_real:, :])
-
-
 def energy_force_virial_loss(pred, label, n_real: int, pref, has_virial: bool, has_force: bool = True):
     """DeePMD-kit's energy loss over a batch; returns (loss, metrics dict).
 

@@ -5,9 +5,9 @@ coordinates, cells, labels and the model's neighbour lists of *all* its frames (
 host, with one capacity per system).  A step receives only the batch's frame indices, the learning
 rate and the three loss prefactors -- small traced values -- so each system shape compiles
 exactly once and nothing else crosses between host and device inside the loop, except the
-metrics fetched at display steps.  Forces come from −∂E/∂r and the virial from the strain
-derivative of the model's energy; the forces of virtual spin atoms are folded onto their hosts
-(their positions move rigidly with the host, ∂R_v/∂R_host = 1), and only real atoms enter the loss.
+metrics fetched at display steps.  Energies, forces and virials come from the model's one
+energy path (`model.energy_forces_virial` on real atoms, the virtual spin atoms placed inside it
+from the frame's host moments), and only real atoms carry labels.
 Several devices split each batch along frames (jax sharding; parameters and data replicated),
 which is the same mean gradient as one device; across hosts (`start_distributed`) the mesh spans
 every process's devices, each process draws the same global batch from the seeded sampler but
@@ -38,11 +38,11 @@ from cathodeml.errors import CathodemlError
 from cathodeml.io.atomic import atomic_output
 from cathodeml.model.config import ModelConfig
 from cathodeml.model.neighbors import build_neighbor_lists
-from cathodeml.model.potential import default_stats, energy, init_params
+from cathodeml.model.potential import default_stats, energy, energy_forces_virial, init_params
 from cathodeml.model.stats import descriptor_stats
 from cathodeml.train.config import TrainConfig
 from cathodeml.train.data import (FrameSampler, LabelledSystem, auto_sel, energy_bias)
-from cathodeml.train.loss import (ExponentialDecay, energy_force_virial_loss, fold_virtual_forces, prefactors)
+from cathodeml.train.loss import ExponentialDecay, energy_force_virial_loss, prefactors
 
 enable_float64()
 
@@ -55,18 +55,20 @@ CHECKPOINT_KIND = "checkpoint"
 def model_config_for(settings, type_map: list[str], systems: list[LabelledSystem]) -> ModelConfig:
     """The ModelConfig of a run: `sel` resolved ("auto" from the data; a list given for the real
     types only is extended to the virtual `<El>_spin` types with their host element's value)."""
+    from cathodeml import spin
+
     n_types = len(type_map)
     if isinstance(settings.sel, str):
         sel = auto_sel(systems, settings.rcut, n_types, settings.sel)
     else:
         sel = list(settings.sel)
         if len(sel) < n_types:
-            real = [t for t in type_map if not t.endswith("_spin")]
+            real = [t for t in type_map if not spin.is_virtual_type(t)]
             if len(sel) != len(real):
                 raise CathodemlError(f"model.sel has {len(sel)} entries for {len(real)} element types "
                                      f"({','.join(real)}); give one per type or 'auto'")
             by_name = dict(zip(real, sel))
-            sel = [by_name[t] if t in by_name else by_name[t[: -len("_spin")]] for t in type_map]
+            sel = [by_name[t] if t in by_name else by_name[spin.host_element(t)] for t in type_map]
         elif len(sel) > n_types:
             raise CathodemlError(f"model.sel has {len(sel)} entries but the type map {','.join(type_map)} "
                                  f"has {n_types}")
@@ -83,7 +85,7 @@ def prepare_neighbours(config: ModelConfig, systems: list[LabelledSystem]) -> No
     """Build every frame's neighbour list once (host, vesin) and attach it to its system."""
     for s in systems:
         cells = None if s.nopbc else s.cells
-        s.neighbours = build_neighbor_lists(s.coords, cells, s.atom_types, config.rcut, config.ntypes)
+        s.neighbours = build_neighbor_lists(s.all_coords(), cells, s.all_types(), config.rcut, config.ntypes)
 
 
 def initial_model(config: ModelConfig, systems: list[LabelledSystem], seed: int, stat_frames: int) -> tuple[dict, dict]:
@@ -93,7 +95,8 @@ def initial_model(config: ModelConfig, systems: list[LabelledSystem], seed: int,
     params = init_params(config, jax.random.PRNGKey(seed))
     stats = default_stats(config)
     stats["davg"], stats["dstd"] = descriptor_stats(
-        config, [(s.coords[:stat_frames], None if s.nopbc else s.cells[:stat_frames], s.atom_types) for s in systems])
+        config, [(s.all_coords()[:stat_frames], None if s.nopbc else s.cells[:stat_frames], s.all_types())
+                 for s in systems])
     stats["type_bias"] = energy_bias(systems, config.ntypes)
     return params, stats
 
@@ -107,20 +110,21 @@ def _take(nbr, frames):
 
 @dataclasses.dataclass
 class DeviceGroup:
-    """Systems with identical atoms (types, order, virtual layout), their frames stacked on the
+    """Systems with identical atoms (types, order, virtual atoms), their frames stacked on the
     device (leading frame axis) with one neighbour-list capacity, so they share one compiled step.
-    A group without force labels (`has_force` False) holds no "forces" array and trains on energies only."""
+    A group without force labels (`has_force` False) holds no "forces" array and trains on energies
+    only; a spin group holds the host moments of every frame in "spin_moments" and its `sites`."""
 
     n_real: int
-    host_index: object
+    sites: object
     has_virial: bool
     arrays: dict
     has_force: bool = True
 
 
 def _group_key(s: LabelledSystem):
-    return (tuple(int(t) for t in s.atom_types), s.n_real, tuple(int(h) for h in s.host_index), s.nopbc,
-            s.virials is not None, s.forces is not None)
+    hosts = () if s.sites is None else tuple(int(h) for h in s.sites.host_index)
+    return (tuple(int(t) for t in s.all_types()), hosts, s.nopbc, s.virials is not None, s.forces is not None)
 
 
 def device_groups(systems: list[LabelledSystem], sharding=None) -> tuple[list[DeviceGroup], list[tuple[int, int]]]:
@@ -155,46 +159,30 @@ def device_groups(systems: list[LabelledSystem], sharding=None) -> tuple[list[De
         }
         if first.forces is not None:
             arrays["forces"] = np.concatenate([p.forces for p in parts])
-        groups.append(DeviceGroup(first.n_real, put(first.host_index), first.virials is not None,
+        if first.sites is not None:
+            arrays["spin_moments"] = np.concatenate([p.spin_moments for p in parts])
+        sites = None if first.sites is None else jax.tree_util.tree_map(put, first.sites)
+        groups.append(DeviceGroup(first.n_real, sites, first.virials is not None,
                                   jax.tree_util.tree_map(put, arrays), has_force=first.forces is not None))
     return groups, where
 
 
-def predict_frame(config: ModelConfig, params, stats, coords, cell, nbr, n_real: int, host_index, want_virial: bool):
-    """(E eV, forces on real atoms [n_real, 3] eV/Å, virial [3, 3] eV) of one frame.
-
-    Forces are −∂E/∂r with virtual-atom forces added to their hosts; the virial is −∂E/∂ε under
-    r → r(1+ε), cell → cell(1+ε) (zeros when not wanted).
-    """
-    dtype = coords.dtype
-    if want_virial:
-        def strained(pos, strain):
-            deform = jnp.eye(3, dtype=dtype) + strain
-            return energy(config, params, stats, pos @ deform, cell @ deform, nbr)
-
-        e, (dpos, dstrain) = jax.value_and_grad(strained, argnums=(0, 1))(coords, jnp.zeros((3, 3), dtype))
-        virial = -dstrain
-    else:
-        e, dpos = jax.value_and_grad(lambda pos: energy(config, params, stats, pos, cell, nbr))(coords)
-        virial = jnp.zeros((3, 3), dtype)
-    forces = fold_virtual_forces(-dpos, n_real, host_index)
-    return e, forces, virial
-
-
-def _predict_batch(params, config, stats, batch, n_real, host_index, has_virial, has_force):
-    """(E [B] eV, F [B, n_real, 3] eV/Å or None, W [B, 3, 3] eV) of a batch; without force and
-    virial labels only the energy is evaluated (no position derivative, a cheaper step)."""
+def predict_batch(params, config, stats, batch, sites, has_virial, has_force):
+    """(E [B] eV, F [B, n_real, 3] eV/Å or None, W [B, 3, 3] eV) of a batch through the one energy
+    path (`model.energy_forces_virial`, virtual atoms placed inside); without force and virial
+    labels only the energy is evaluated (no position derivative, a cheaper step)."""
+    moments = batch.get("spin_moments")
     if not (has_force or has_virial):
-        e = jax.vmap(energy, in_axes=(None, None, None, 0, 0, 0))(config, params, stats, batch["coords"],
-                                                                   batch["cells"], batch["nbr"])
+        one = lambda pos, cell, nbr, m: energy(config, params, stats, pos, cell, nbr, moments=m, sites=sites)  # noqa: E731
+        e = jax.vmap(one)(batch["coords"], batch["cells"], batch["nbr"], moments)
         return e, None, jnp.zeros(e.shape + (3, 3), e.dtype)
-    predict = jax.vmap(predict_frame, in_axes=(None, None, None, 0, 0, 0, None, None, None))
-    return predict(config, params, stats, batch["coords"], batch["cells"], batch["nbr"], n_real, host_index,
-                   has_virial)
+    one = lambda pos, cell, nbr, m: energy_forces_virial(config, params, stats, pos, cell, nbr, moments=m,  # noqa: E731
+                                                         sites=sites, virial=has_virial)
+    return jax.vmap(one)(batch["coords"], batch["cells"], batch["nbr"], moments)
 
 
-def _batch_loss(params, config, stats, batch, n_real, host_index, has_virial, pref, has_force=True):
-    e, f, v = _predict_batch(params, config, stats, batch, n_real, host_index, has_virial, has_force)
+def _batch_loss(params, config, stats, batch, n_real, sites, has_virial, pref, has_force=True):
+    e, f, v = predict_batch(params, config, stats, batch, sites, has_virial, has_force)
     pred = {"energy": e, "force": f, "virial": v}
     label = {"energy": batch["energies"], "force": batch.get("forces"), "virial": batch["virials"]}
     loss, metrics = energy_force_virial_loss(pred, label, n_real, pref, has_virial, has_force=has_force)
@@ -210,7 +198,7 @@ def _gather(arrays, frames, batch_sharding):
 
 
 @partial(jax.jit, static_argnames=("config", "n_real", "has_virial", "batch_sharding", "has_force"))
-def train_step(params, opt_state, stats, arrays, frames, lr, pref, host_index, *, config, n_real, has_virial,
+def train_step(params, opt_state, stats, arrays, frames, lr, pref, sites, *, config, n_real, has_virial,
                batch_sharding=None, has_force=True):
     """One Adam step on the frames `frames` of one system; returns (params, opt_state, metrics).
 
@@ -218,7 +206,7 @@ def train_step(params, opt_state, stats, arrays, frames, lr, pref, host_index, *
     has_force False (a system without force labels): the force term is left out of the loss.
     """
     batch = _gather(arrays, frames, batch_sharding)
-    grads, metrics = jax.grad(lambda p: _batch_loss(p, config, stats, batch, n_real, host_index, has_virial, pref,
+    grads, metrics = jax.grad(lambda p: _batch_loss(p, config, stats, batch, n_real, sites, has_virial, pref,
                                                     has_force), has_aux=True)(params)
     updates, opt_state = _ADAM.update(grads, opt_state, params)
     params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
@@ -226,12 +214,12 @@ def train_step(params, opt_state, stats, arrays, frames, lr, pref, host_index, *
 
 
 @partial(jax.jit, static_argnames=("config", "n_real", "has_virial", "has_force"))
-def evaluate_batch(params, stats, arrays, frames, host_index, *, config, n_real, has_virial, has_force=True):
+def evaluate_batch(params, stats, arrays, frames, sites, *, config, n_real, has_virial, has_force=True):
     """Per-frame squared errors of the model on frames `frames` of a group: energy [B] (eV²),
     force summed over real atoms and components [B] (eV²/Å²; zeros without force labels),
     virial summed over components [B] (eV²)."""
     batch = _gather(arrays, frames, None)
-    e, f, v = _predict_batch(params, config, stats, batch, n_real, host_index, has_virial, has_force)
+    e, f, v = predict_batch(params, config, stats, batch, sites, has_virial, has_force)
     se_f = jnp.sum((f - batch["forces"]) ** 2, axis=(1, 2)) if has_force else jnp.zeros_like(e)
     return {"se_e": (e - batch["energies"]) ** 2, "se_f": se_f,
             "se_v": jnp.sum((v - batch["virials"]) ** 2, axis=(1, 2))}
@@ -273,7 +261,7 @@ def data_fingerprint(systems: list[LabelledSystem]) -> str:
     """sha256 over the training frames' shapes, coordinates and labels (for restart checks)."""
     h = hashlib.sha256()
     for s in systems:
-        for a in (s.atom_types, s.coords, s.energies, s.forces):
+        for a in (s.all_types(), s.all_coords(), s.energies, s.forces):
             if a is not None:
                 h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
@@ -396,7 +384,7 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
             s = train_groups[g]
             params, opt_state, metrics = train_step(
                 params, opt_state, stats_dev, s.arrays, _frame_indices(frames + offset, by_frames), lr, pref,
-                s.host_index,
+                s.sites,
                 config=config, n_real=s.n_real, has_virial=has_virial and s.has_virial,
                 batch_sharding=by_frames, has_force=s.has_force)
             step += 1
@@ -468,7 +456,7 @@ class _Validation:
             for start in range(0, n, self.chunk):
                 take = min(self.chunk, n - start)
                 frames = offset + np.minimum(np.arange(start, start + self.chunk), n - 1)
-                m = evaluate_batch(params, stats, group.arrays, frames, group.host_index, config=config,
+                m = evaluate_batch(params, stats, group.arrays, frames, group.sites, config=config,
                                    n_real=s.n_real, has_virial=has_virial and group.has_virial,
                                    has_force=group.has_force)
                 m = {k: np.asarray(v)[:take] for k, v in m.items()}
@@ -592,6 +580,8 @@ def _read_all(paths: list[str], what: str, type_map=()):
 
 
 def _unified_type_map(requested: tuple[str, ...], datasets) -> list[str]:
+    from cathodeml import spin
+
     present: list[str] = []
     for _, ds in datasets:
         for s in ds.systems:
@@ -600,9 +590,9 @@ def _unified_type_map(requested: tuple[str, ...], datasets) -> list[str]:
                 if name not in present:
                     present.append(name)
     if not requested:
-        real = [n for n in present if not n.endswith("_spin")]
-        return real + [n for n in present if n.endswith("_spin")]
-    type_map = list(requested) + [n for n in present if n.endswith("_spin") and n not in requested]
+        real = [n for n in present if not spin.is_virtual_type(n)]
+        return real + [n for n in present if spin.is_virtual_type(n)]
+    type_map = list(requested) + [n for n in present if spin.is_virtual_type(n) and n not in requested]
     missing = [n for n in present if n not in type_map]
     if missing:
         raise CathodemlError(f"species {','.join(missing)} are in the data but not in model.type_map "
