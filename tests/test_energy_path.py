@@ -13,37 +13,12 @@ import pytest
 
 from cathodeml import spin
 from cathodeml.io.dataset import Dataset, System
-from cathodeml.io.structure import read_structure, supercell
 from cathodeml.md.potentials import deeppot, energy_and_forces
-from cathodeml.model import (Model, ModelConfig, build_neighbor_list, default_stats, energy, energy_forces_virial,
-                             evaluate, init_params)
+from cathodeml.model import build_neighbor_list, energy, energy_forces_virial, evaluate
 from cathodeml.model.potential import atomic_energies
 from cathodeml.train.data import labelled_systems
 from cathodeml.train.evaluate import predict_system
-
-TYPES = ("Li", "Mn", "O")
-
-
-@pytest.fixture
-def spin_case(data_dir):
-    """A random tiny Li–Mn–O spin model and a rattled 2×1×1 LiMnO2 cell with one antiparallel Mn."""
-    config = ModelConfig(type_map=TYPES + ("Mn_spin",), sel=(16, 16, 32, 16), rcut=4.5, rcut_smth=1.0,
-                         embedding_neurons=(4, 8), axis_neuron=2, fitting_neurons=(8, 8))
-    stats = default_stats(config)
-    stats["dstd"] *= 2.0
-    params = init_params(config, jax.random.PRNGKey(5))
-    for net in params["fitting"]:
-        net[-1]["w"] = np.asarray(net[-1]["w"]) * 30.0
-    model = Model(config, params, stats, spin=spin.SpinSettings.create(["Mn"], eta=0.3, d=0.2).to_dict())
-    s = supercell(read_structure(data_dir / "structures" / "LiMnO2_mp-18767.cif"), (2, 1, 1))
-    rng = np.random.default_rng(3)
-    positions = s.positions + rng.normal(scale=0.05, size=s.positions.shape)
-    types = np.array([TYPES.index(x) for x in s.symbols])
-    moments = np.where(types == 1, 3.8, 0.0)
-    moments[np.flatnonzero(types == 1)[1]] = -3.6
-    sites = spin.model_virtual_sites(model.type_map, model.spin, types)
-    return model, positions, np.asarray(s.cell), types, moments, sites
-
+from conftest import SPIN_CASE_TYPES as TYPES
 
 def test_md_library_and_training_paths_agree_on_a_spin_model(spin_case):
     model, positions, cell, types, moments, sites = spin_case

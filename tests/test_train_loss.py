@@ -1,6 +1,5 @@
 """The training objective: DeePMD-kit's schedule and prefactors, loss over real atoms only."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -17,7 +17,6 @@ import dataclasses
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cathodeml import enable_float64
