@@ -73,3 +73,32 @@ def test_npy_system_without_type_map_takes_the_given_names(tmp_path):
         assert counts.tolist() == ([20, 2, 4, 24] if s.atom_types.size == 50 else [160, 16, 32, 192])
     with pytest.raises(TypeMapError, match="uses 4 types"):
         read_dataset(unnamed, ["Li", "Ge"])
+
+
+def test_both_dpdata_layouts_read_as_the_same_system(data_dir, tmp_path):
+    """dpdata writes one System at the file's root and a MultiSystems as a group per system; every
+    reader (datasets, file kind, frame columns, md structures) sees the same frames in both."""
+    from cathodeml.errors import CathodemlError
+    from cathodeml.io.dataset import file_format, file_kind, read_frame_column
+    from cathodeml.io.structure import read_structure
+
+    ref = dpdata.LabeledSystem(str(data_dir / "deepmd/nio_spin/data_2"), fmt="deepmd/npy")
+    ref.to("deepmd/hdf5", str(tmp_path / "root.h5"))
+    dpdata.MultiSystems(ref).to("deepmd/hdf5", str(tmp_path / "groups.h5"))
+    with h5py.File(tmp_path / "root.h5") as f:
+        assert "type.raw" in f and "set.000" in f
+    root, groups = read_dataset(tmp_path / "root.h5"), read_dataset(tmp_path / "groups.h5")
+    assert root.type_map == groups.type_map == ["Ni", "O"] and root.systems[0].name == "root"
+    for a, b in zip(root.systems, groups.systems, strict=True):
+        np.testing.assert_array_equal(a.atom_types, b.atom_types)
+        np.testing.assert_allclose(a.coords, ref["coords"])
+        np.testing.assert_allclose(a.energies, ref["energies"])
+        np.testing.assert_array_equal(a.forces, b.forces)
+    assert file_kind(tmp_path / "root.h5") == file_kind(tmp_path / "groups.h5") == "dataset"
+    assert file_format(tmp_path / "root.h5") == ("dataset", "deepmd/hdf5")
+    np.testing.assert_allclose(read_frame_column(tmp_path / "root.h5", "energy")[1].ravel(), ref["energies"])
+    frame = read_structure(f"{tmp_path / 'root.h5'}:root:-1")
+    np.testing.assert_allclose(frame.positions, ref["coords"][-1])
+    assert frame.symbols.count("Ni") == int(np.sum(ref["atom_types"] == 0))
+    with pytest.raises(CathodemlError, match="root"):  # appending beside a root system would hide the new one
+        write_dataset(tmp_path / "root.h5", groups, append=True)

@@ -1,4 +1,4 @@
-"""`cathodeml info model.h5`: architecture, parameter count, statistics and spin settings."""
+"""`cathodeml info model.h5` (or model.dp): architecture, parameter count, statistics and spin settings."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def model_summary(model, path) -> dict:
 
 
 def describe_model(path):
-    """(summary dict, render(console)) for a model.h5."""
+    """(summary dict, render(console)) for a model.h5 or a DeePMD-kit .dp."""
     model = load_model(path)
     s = model_summary(model, path)
     c = model.config

@@ -14,7 +14,7 @@ from cathodeml.errors import CathodemlError
 
 
 def export(
-    model_path: Path = typer.Argument(..., help="model.h5 written by `cathodeml train` or `cathodeml import`."),
+    model_path: Path = typer.Argument(..., help="model.h5 written by `cathodeml train` or `cathodeml import` (or a .dp)."),
     output: Path = typer.Option(..., "-o", "--output", help="The .dp file to write."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing on success."),
@@ -24,8 +24,6 @@ def export(
 
     if output.suffix != ".dp":
         raise CathodemlError(f"{output}: the output must end in .dp (DeePMD-kit picks the backend by suffix)")
-    if not model_path.exists():
-        raise CathodemlError(f"{model_path}: no such file")
     model = load_model(model_path)
     export_deepmd(output, model)
     # float32 models are written as float32 arrays: compare to single-precision rounding

@@ -20,14 +20,9 @@ def import_model(
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing on success."),
 ) -> None:
     """Import a DeePMD-kit .dp se_e2_a energy model as model.h5 (usable by test and md)."""
-    from cathodeml.model.store import import_deepmd, load_model, parameters_identical, save_model  # JAX loads only when the command runs
+    from cathodeml.model.store import load_model, parameters_identical, save_model  # JAX loads only when the command runs
 
-    if not dp_path.exists():
-        raise CathodemlError(f"{dp_path}: no such file")
-    if dp_path.suffix in (".pth", ".pb"):
-        raise CathodemlError(f"{dp_path}: convert it first with `dp convert-backend {dp_path} "
-                             f"{dp_path.with_suffix('.dp')}`, then import the .dp file")
-    model = import_deepmd(dp_path)
+    model = load_model(dp_path)  # the one loader: refuses a missing file or a .pth with the convert hint
     save_model(output, model)
     identical = parameters_identical(model, load_model(output))
     if not identical:

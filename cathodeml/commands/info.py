@@ -31,7 +31,7 @@ def _describer(kind: str):
 
 
 def info(
-    path: Path = typer.Argument(..., help="A dataset (.h5 or deepmd/npy folder), model.h5 or trajectory."),
+    path: Path = typer.Argument(..., help="A dataset (.h5 or deepmd/npy folder), model (model.h5 or .dp) or trajectory."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
 ) -> None:
     """Describe a cathodeml file: systems, frames, type map, moments; model architecture; trajectory."""

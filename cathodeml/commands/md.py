@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cathodeml.errors import CathodemlError, TypeMapError
+from cathodeml.errors import TypeMapError
 from cathodeml.units import FS_PER_NS, SECONDS_PER_DAY
 
 
@@ -126,11 +126,9 @@ def md(
 
 
 def _load_model(path: Path):
-    from cathodeml.model import import_deepmd, load_model
+    from cathodeml.model.store import load_model  # model.h5 or DeePMD-kit .dp, told apart by content
 
-    if not path.exists():
-        raise CathodemlError(f"{path}: no such model file")
-    return import_deepmd(path) if path.suffix == ".dp" else load_model(path)
+    return load_model(path)
 
 
 def _types(symbols, type_map: list[str], model_path: Path) -> np.ndarray:

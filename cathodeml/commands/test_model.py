@@ -17,7 +17,7 @@ from cathodeml.io.results import strict_json_text
 
 
 def test_model(
-    model_path: Path = typer.Argument(..., metavar="MODEL", help="Trained model (model.h5)."),
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="Trained model: model.h5, or a DeePMD-kit .dp (se_e2_a)."),
     data_path: Path = typer.Argument(..., metavar="DATA", help="Labelled dataset (.h5 or deepmd/npy folder)."),
     out_dir: Path = typer.Option(None, "-o", "--output", help="Folder for test_results.json and the parity plots."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
@@ -25,11 +25,9 @@ def test_model(
 ) -> None:
     """Energy/force RMSE and MAE of a model on labelled data, parity plots, JSON."""
     from cathodeml.io.dataset import read_dataset
-    from cathodeml.model import load_model
+    from cathodeml.model.store import load_model
     from cathodeml.train.evaluate import error_report, parity_data, predict_system, systems_for_model
 
-    if not model_path.exists():
-        raise CathodemlError(f"{model_path}: no such model file")
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise CathodemlError(f"{out_dir} exists and is not a folder; give a folder for the test outputs")
     model = load_model(model_path)

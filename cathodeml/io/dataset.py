@@ -8,7 +8,9 @@ cathodeml dataset feeds DeePMD-kit unchanged.  Everything cathodeml adds (per-at
 provenance, SCF convergence ...) lives in extra `set.NNN/<name>.npy` arrays with frames on the
 first axis, and in JSON attributes; peers ignore both.  Every system stores the file's global
 type map, so type indices mean the same in every group.  The root holds only systems (dpdata
-treats each root key as one), and the file-level metadata sits in root attributes.
+treats each root key as one), and the file-level metadata sits in root attributes.  Readers
+also take the file `dpdata.System.to("deepmd/hdf5")` writes, one system at the root;
+`system_groups` is the one test that tells the two layouts apart.
 
 Appending adds a new `set.NNN` and never rewrites frames that are there.  Writers go through
 `atomic_output`, so a failure leaves the previous file intact.
@@ -142,27 +144,43 @@ def read_dataset(path: str | os.PathLike, type_map: list[str] | tuple[str, ...] 
     if not h5py.is_hdf5(p):
         raise InputFormatError(f"{p}: not an HDF5 file (expected a cathodeml/deepmd-hdf5 dataset)")
     with h5py.File(p, "r") as f:
+        if group and group not in f:
+            raise CathodemlError(f"{path}: the file has no group {group!r}")
         root = f[group] if group else f
         attrs = _json_attrs(root) if group is None else {}
-        if "type.raw" in root:  # a single system at this level (as dpdata writes one)
-            names = [None]
-        else:
-            names = sorted(k for k in root.keys() if isinstance(root[k], h5py.Group) and "type.raw" in root[k])
+        names = system_groups(root)
         if not names:
             raise InputFormatError(f"{path}: no systems found (no group holds type.raw)")
         unnamed = type_map
         type_map = attrs.get("type_map")
         systems = []
         for name in names:
-            g = root if name is None else root[name]
+            g = root[name] if name else root
             sys_map = _decode(g["type_map.raw"][()]) if "type_map.raw" in g else None
-            system = _read_group(g, name or (group or p.stem))
+            system = _read_group(g, name or root_system_name(p, group))
             if type_map is None:
                 type_map = sys_map or _index_names(system.atom_types, unnamed, f"{path}:{name}")
             if sys_map is not None and sys_map != type_map:
                 system.atom_types = remap_types(system.atom_types, sys_map, type_map, where=f"{path}:{name}")
             systems.append(system)
     return Dataset(type_map=list(type_map), systems=systems, attrs=attrs)
+
+
+def system_groups(root: h5py.Group) -> list[str]:
+    """The deepmd/hdf5 systems in `root`, as names relative to it; "" when `root` is itself one system.
+
+    The one place the two layouts are told apart, for every reader: a group per system
+    (cathodeml, `dpdata.MultiSystems.to("deepmd/hdf5")`) or one system at the root
+    (`dpdata.System.to("deepmd/hdf5")` writes type.raw, type_map.raw and set.000 there).
+    """
+    if "type.raw" in root:
+        return [""]
+    return sorted(k for k, g in root.items() if isinstance(g, h5py.Group) and "type.raw" in g)
+
+
+def root_system_name(path: str | os.PathLike, group: str | None = None) -> str:
+    """The name a system stored at the root of `path` (or of `group`) goes by: the group's or the file's stem."""
+    return group.strip("/").split("/")[-1] if group else Path(path).stem
 
 
 def remap_types(atom_types: np.ndarray, old_map: list[str], new_map: list[str], where: str = "") -> np.ndarray:
@@ -273,6 +291,11 @@ def write_dataset(path: str | os.PathLike, dataset: Dataset, *, append: bool = F
     as a new group.  Frames already in the file are never rewritten.
     """
     path = Path(path)
+    if append and path.exists() and file_format(path) == ("dataset", "deepmd/hdf5"):
+        with h5py.File(path, "r") as f:
+            if system_groups(f) == [""]:  # new groups would sit beside a root system no reader would then see
+                raise CathodemlError(f"{path} holds one system at its root (dpdata's single-system layout); "
+                                     "write to a new file instead of appending")
     written = []
     with atomic_output(path, copy_existing=append) as tmp:
         with h5py.File(tmp, "a" if append and path.exists() else "w") as f:
@@ -341,11 +364,11 @@ def read_frame_column(path: str | os.PathLike, key: str) -> tuple[dict, np.ndarr
     chunks = []
     with h5py.File(path, "r") as f:
         attrs = _json_attrs(f)
-        for g in f.values():
-            if isinstance(g, h5py.Group) and "type.raw" in g:
-                for s in sorted(k for k in g.keys() if k.startswith("set.")):
-                    if f"{key}.npy" in g[s]:
-                        chunks.append(np.asarray(g[s][f"{key}.npy"][()]))
+        for name in system_groups(f):
+            g = f[name] if name else f
+            for s in sorted(k for k in g.keys() if k.startswith("set.")):
+                if f"{key}.npy" in g[s]:
+                    chunks.append(np.asarray(g[s][f"{key}.npy"][()]))
     if not chunks:
         return attrs, np.array([], dtype=object)
     values = np.concatenate(chunks)
@@ -355,11 +378,29 @@ def read_frame_column(path: str | os.PathLike, key: str) -> tuple[dict, np.ndarr
 
 
 def file_kind(path: str | os.PathLike) -> str | None:
-    """The `kind` a cathodeml HDF5 file declares ("dataset", "model", "trajectory"), or None."""
+    """What an HDF5 file holds ("dataset", "model", "trajectory", "checkpoint"), or None."""
+    fmt = file_format(path)
+    return None if fmt is None else fmt[0]
+
+
+def file_format(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(kind, format) of an HDF5 file, decided by its content, not its name; None if it is none of ours.
+
+    Formats: "cathodeml" (its JSON root attribute names the kind), "h5md" (trajectory),
+    "deepmd/hdf5" (a dataset dpdata or DeePMD-kit wrote, either layout of `system_groups`),
+    "deepmd/dp" (a DeePMD-kit model: root attribute "json" holding the serialized model).
+    """
     try:
         with h5py.File(path, "r") as f:
             if "h5md" in f:
-                return "trajectory"
-            return _json_attrs(f).get("kind")
-    except OSError:
+                return "trajectory", "h5md"
+            kind = _json_attrs(f).get("kind")
+            if kind:
+                return kind, "cathodeml"
+            if system_groups(f):
+                return "dataset", "deepmd/hdf5"
+            if "json" in f.attrs:
+                return "model", "deepmd/dp"
+    except OSError:  # not HDF5, a folder, unreadable
         return None
+    return None

@@ -2,7 +2,8 @@
 
 `md` needs symbols, positions, a periodic cell and -- for spin models -- per-atom magnetic
 moments.  ASE already reads POSCAR/CONTCAR, cif and extxyz well, so those go through `ase.io`;
-a frame of a dataset (`data.h5:SYSTEM:FRAME`) is read with `cathodeml.io.dataset`, dropping any
+a frame of a dataset (`data.h5:SYSTEM:FRAME`, cathodeml's or dpdata's deepmd/hdf5 in either
+layout) is read with `cathodeml.io.dataset`, dropping any
 virtual spin atoms (md recomputes them from the hosts) but keeping their moments.  Moments can
 also come from `--magmom Ni=1.0,Mn=3.0` or a text file with one value (or three) per atom.
 Supercells repeat the cell along a, b, c and carry the moments with them.
@@ -53,10 +54,21 @@ def read_structure(spec: str | os.PathLike) -> Structure:
         raise CathodemlError(f"{spec}: no such structure file (give a POSCAR/cif/extxyz file or data.h5:SYSTEM:FRAME)")
     from cathodeml.io.dataset import file_kind
 
-    if path.is_file() and path.suffix in (".h5", ".hdf5") and file_kind(path) == "dataset":
-        raise CathodemlError(f"{spec} is a dataset: choose a frame as {spec}:SYSTEM:FRAME "
-                             "(`cathodeml info` lists the systems)")
+    if path.is_file() and file_kind(path) == "dataset":  # by content: a dpdata file may be called anything
+        names = _system_names(path)
+        raise CathodemlError(f"{spec} is a dataset: choose a frame as {spec}:SYSTEM:FRAME, e.g. {spec}:{names[0]}:0 "
+                             f"(systems: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     return _ase_structure(path)
+
+
+def _system_names(path: Path) -> list[str]:
+    """The names `read_dataset` gives the systems of an HDF5 dataset, without reading their frames."""
+    import h5py
+
+    from cathodeml.io.dataset import root_system_name, system_groups
+
+    with h5py.File(path, "r") as f:
+        return [name or root_system_name(path) for name in system_groups(f)]
 
 
 def _ase_structure(path: Path) -> Structure:

@@ -1,5 +1,8 @@
 """A trained model as one value (`Model`), and its round trips to model.h5 and DeePMD-kit `.dp`.
 
+`load_model` is the one door every command and `cathodeml.load_model` go through: it reads
+either format, telling them apart by content, so no command has a format of its own.
+
 The file formats live in cathodeml/io (modelfile.py, deepmd_dp.py) and know nothing about the
 physics; this module is the only place that turns their plain dicts into a `ModelConfig` and
 pytrees and back, checking shapes so that a damaged or mismatched file fails on load with a
@@ -10,10 +13,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from cathodeml.errors import InputFormatError
+from cathodeml.errors import CathodemlError, InputFormatError
 from cathodeml.model.config import ModelConfig
 
 
@@ -89,6 +93,42 @@ def save_model(path: str | os.PathLike, model: Model) -> None:
 
 
 def load_model(path: str | os.PathLike) -> Model:
+    """Read a model from a file: cathodeml's model.h5 or a DeePMD-kit `.dp` (se_e2_a energy model).
+
+    The format is decided by the file's content (its name may be anything); what neither is
+    -- a missing file, a dataset, a PyTorch `.pth`, a `.dp` of another descriptor -- is a
+    CathodemlError that says what to give instead.  Lengths in the model are Å, energies eV.
+    """
+    from cathodeml.io.dataset import file_format
+
+    p = Path(path)
+    if not p.exists():
+        raise CathodemlError(f"{p}: no such model file")
+    if p.is_dir():
+        raise CathodemlError(f"{p} is a folder; give a model file (model.h5 or a DeePMD-kit .dp)")
+    fmt = file_format(p)
+    if fmt == ("model", "cathodeml"):
+        return _read_model_h5(p)
+    if fmt == ("model", "deepmd/dp"):
+        return import_deepmd(p)
+    if p.suffix in (".pth", ".pb"):
+        raise InputFormatError(f"{p}: a DeePMD-kit {p.suffix} model; convert it first with "
+                               f"`dp convert-backend {p} {p.with_suffix('.dp')}` and give the .dp file")
+    what = f"a {fmt[0]}" if fmt else "not an HDF5 file" if not _is_hdf5(p) else "an HDF5 file of unknown kind"
+    raise InputFormatError(f"{p}: {what}, not a model; give a model.h5 (from `cathodeml train`) "
+                           "or a DeePMD-kit .dp file")
+
+
+def _is_hdf5(path: Path) -> bool:
+    import h5py
+
+    try:
+        return bool(h5py.is_hdf5(path))
+    except OSError:
+        return False
+
+
+def _read_model_h5(path: str | os.PathLike) -> Model:
     """Read a model.h5 written by `save_model`."""
     from cathodeml.io.modelfile import read_model_file
 
@@ -100,12 +140,17 @@ def load_model(path: str | os.PathLike) -> Model:
 
 
 def import_deepmd(path: str | os.PathLike) -> Model:
-    """Read a DeePMD-kit `.dp` se_e2_a energy model."""
+    """Read a DeePMD-kit `.dp` se_e2_a energy model (`load_model` reads it too, by content)."""
     from cathodeml.io.deepmd_dp import read_dp
     from cathodeml.model.deepmd_format import from_deepmd
 
     tree = read_dp(path)
-    config, params, stats = from_deepmd(tree)
+    try:
+        config, params, stats = from_deepmd(tree)
+    except InputFormatError:
+        raise
+    except CathodemlError as exc:  # an unsupported model: say which file
+        raise CathodemlError(f"{path}: {exc}") from None
     check_shapes(config, params, stats, str(path))
     meta = {"imported_from": str(path), "deepmd_version": tree.get("version"),
             "model_def_script": tree.get("model_def_script")}
