@@ -89,7 +89,7 @@ stats = {"davg": davg, "dstd": dstd, "type_bias": type_bias}
 
 Files
 -----
-save_model(path, model) / load_model(path) -> Model         # model.h5 (cathodeml.io.modelfile)
+save_model(path, model) -> model.h5 / load_model(path) -> Model   # model.h5 or DeePMD-kit .dp, by content
 import_deepmd(path.dp) -> Model / export_deepmd(path.dp, model)   # DeePMD-kit .dp (se_e2_a, ener)
 
 Example
