@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import time
 from functools import partial
 from pathlib import Path
 
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +35,7 @@ import optax
 
 from cathodeml import enable_float64
 from cathodeml.errors import CathodemlError
+from cathodeml.io import checkpoint as checkpoint_file
 from cathodeml.io.atomic import atomic_output
 from cathodeml.model.config import ModelConfig
 from cathodeml.model.neighbors import build_neighbor_lists
@@ -46,7 +47,7 @@ from cathodeml.train.loss import ExponentialDecay, energy_force_virial_loss, pre
 
 enable_float64()
 
-CHECKPOINT_KIND = "checkpoint"
+CHECKPOINT_KIND = checkpoint_file.CHECKPOINT_KIND
 
 
 # ----------------------------------------------------------------------------- model set-up
@@ -197,20 +198,53 @@ def _gather(arrays, frames, batch_sharding):
     return batch
 
 
-@partial(jax.jit, static_argnames=("config", "n_real", "has_virial", "batch_sharding", "has_force"))
-def train_step(params, opt_state, stats, arrays, frames, lr, pref, sites, *, config, n_real, has_virial,
-               batch_sharding=None, has_force=True):
-    """One Adam step on the frames `frames` of one system; returns (params, opt_state, metrics).
+@functools.lru_cache(maxsize=None)
+def adam_optimiser(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+    """Adam with DeePMD-kit's (and PyTorch's) constants, then the step p <- p - lr * adam(g).
 
+    The learning rate (1/step) is an injected hyperparameter: the host computes DeePMD-kit's
+    stepwise decay (`train.loss.ExponentialDecay`) and `train_step` writes it into the state as a
+    traced value, so a new rate never recompiles.  Cached, so every run gets the same (hashable)
+    object and the jitted step, which takes it as a static argument, compiles once per shape.
+    """
+    def chain(learning_rate):
+        return optax.chain(optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(learning_rate))
+
+    return optax.inject_hyperparams(chain)(learning_rate=0.0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """What one optimisation step changes: parameters, optimiser state (Adam moments, counts and
+    the injected learning rate), and the number of steps taken (int array).  A pytree."""
+
+    params: dict
+    opt_state: object
+    step: object
+
+
+def train_state(params, opt_state, step: int) -> TrainState:
+    """A TrainState with `step` as a device integer (a traced leaf, not a static value)."""
+    return TrainState(params, opt_state, jnp.asarray(step, dtype=jnp.int64))
+
+
+@partial(jax.jit, static_argnames=("optimiser", "config", "n_real", "has_virial", "batch_sharding", "has_force"))
+def train_step(state: TrainState, optimiser, stats, arrays, frames, lr, pref, sites, *, config, n_real, has_virial,
+               batch_sharding=None, has_force=True):
+    """One optimiser step on the frames `frames` of one system; returns (TrainState, metrics).
+
+    `optimiser` is `adam_optimiser()` (static); the update is p <- p - lr * adam(g), as DeePMD-kit.
     lr (1/step) and pref [p_e, p_f, p_v] are traced, so the step compiles once per system shape.
     has_force False (a system without force labels): the force term is left out of the loss.
     """
     batch = _gather(arrays, frames, batch_sharding)
     grads, metrics = jax.grad(lambda p: _batch_loss(p, config, stats, batch, n_real, sites, has_virial, pref,
-                                                    has_force), has_aux=True)(params)
-    updates, opt_state = _ADAM.update(grads, opt_state, params)
-    params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
-    return params, opt_state, metrics
+                                                    has_force), has_aux=True)(state.params)
+    opt_state = state.opt_state
+    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
+    updates, opt_state = optimiser.update(grads, opt_state, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), metrics
 
 
 @partial(jax.jit, static_argnames=("config", "n_real", "has_virial", "has_force"))
@@ -223,10 +257,6 @@ def evaluate_batch(params, stats, arrays, frames, sites, *, config, n_real, has_
     se_f = jnp.sum((f - batch["forces"]) ** 2, axis=(1, 2)) if has_force else jnp.zeros_like(e)
     return {"se_e": (e - batch["energies"]) ** 2, "se_f": se_f,
             "se_v": jnp.sum((v - batch["virials"]) ** 2, axis=(1, 2))}
-
-
-# Adam with DeePMD-kit's (and PyTorch's) constants; the learning rate is applied in the step.
-_ADAM = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -353,9 +383,9 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     if state.sampler_state is not None:
         sampler.set_state(state.sampler_state)
     put = (lambda x: jax.device_put(x, replicated)) if replicated is not None else jnp.asarray
-    params = jax.tree_util.tree_map(put, state.params)
+    optimiser = adam_optimiser()
+    current = jax.tree_util.tree_map(put, train_state(state.params, state.opt_state, state.step))
     stats_dev = jax.tree_util.tree_map(put, state.stats)
-    opt_state = jax.tree_util.tree_map(put, state.opt_state)
     fingerprint = data_fingerprint(train_systems)
     writer = jax.process_index() == 0
     several = jax.process_count() > 1
@@ -363,7 +393,8 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     def save(step: int) -> None:
         if not writer:
             return
-        write_checkpoint(checkpoint_path, config, settings, RunState(params, opt_state, state.stats, step, sampler.state()),
+        write_checkpoint(checkpoint_path, config, settings,
+                         RunState(current.params, current.opt_state, state.stats, step, sampler.state()),
                          fingerprint, extra_checkpoint or {})
 
     if writer:
@@ -382,20 +413,20 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
             k, frames = sampler.next()
             g, offset = train_where[k]
             s = train_groups[g]
-            params, opt_state, metrics = train_step(
-                params, opt_state, stats_dev, s.arrays, _frame_indices(frames + offset, by_frames), lr, pref,
+            current, metrics = train_step(
+                current, optimiser, stats_dev, s.arrays, _frame_indices(frames + offset, by_frames), lr, pref,
                 s.sites,
                 config=config, n_real=s.n_real, has_virial=has_virial and s.has_virial,
                 batch_sharding=by_frames, has_force=s.has_force)
             step += 1
             if first_step_time is None:
-                jax.block_until_ready(params)
+                jax.block_until_ready(current)
                 first_step_time = time.perf_counter()
             shown = step % t_cfg.disp_freq == 0 or step == 1 or step == t_cfg.steps
             if shown:
                 trn = _rmse(metrics, s.n_real)
                 t_val = time.perf_counter()
-                val = validation(params, stats_dev, pref, config, has_virial, trn["rmse"]) if valid_systems else None
+                val = validation(current.params, stats_dev, pref, config, has_virial, trn["rmse"]) if valid_systems else None
                 display_time += time.perf_counter() - t_val
                 row = {"step": step, "lr": lr, "train": trn, "valid": val}
                 history.append(row)
@@ -410,23 +441,23 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
             if should_stop is not None and (_agreed(should_stop()) if shown else not several and should_stop()):
                 interrupted = True
                 break
-    jax.block_until_ready(params)
+    jax.block_until_ready(current)
     elapsed = time.perf_counter() - t0
     timed_steps = step - state.step - 1
     busy = time.perf_counter() - first_step_time - display_time if first_step_time else 0.0
     rate = timed_steps / busy if timed_steps > 0 and busy > 0 else float("nan")
     save(step)
-    params_host = jax.tree_util.tree_map(np.asarray, params)
+    params_host = jax.tree_util.tree_map(np.asarray, current.params)
     final = {}
     if valid_systems:
         pref = prefactors(loss_cfg, schedule(step), settings.learning_rate.start_lr)
-        final["valid"] = validation(params, stats_dev, pref, config, has_virial, None, every_frame=True)
+        final["valid"] = validation(current.params, stats_dev, pref, config, has_virial, None, every_frame=True)
     return TrainResult(params_host, state.stats, step, interrupted, history, elapsed, rate, final)
 
 
 def new_run_state(params: dict, stats: dict) -> RunState:
     """The state of a run that has not started: Adam moments zero, step 0."""
-    return RunState(params=params, opt_state=_ADAM.init(params), stats=stats, step=0)
+    return RunState(params=params, opt_state=adam_optimiser().init(params), stats=stats, step=0)
 
 
 def _rmse(metrics: dict, n_real: int) -> dict:
@@ -504,52 +535,78 @@ def _prepare_lcurve(path: Path, step: int, has_virial: bool) -> None:
 
 def write_checkpoint(path: Path, config: ModelConfig, settings: TrainConfig, state: RunState, fingerprint: str,
                      extra: dict) -> None:
-    """Write a restart file atomically: params, optimiser state and stats as float64 leaves, the
-    sampler state, step, both configs and the data fingerprint as JSON."""
-    params_leaves = jax.tree_util.tree_leaves(state.params)
-    opt_leaves = jax.tree_util.tree_leaves(state.opt_state)
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            meta = {"kind": CHECKPOINT_KIND, "step": int(state.step), "model": config.to_dict(),
-                    "settings": settings.to_dict(), "sampler": state.sampler_state, "fingerprint": fingerprint,
-                    **extra}
-            f.attrs["cathodeml"] = json.dumps(meta)
-            for group, leaves in (("params", params_leaves), ("opt_state", opt_leaves)):
-                g = f.create_group(group)
-                for i, leaf in enumerate(leaves):
-                    g.create_dataset(f"{i:05d}", data=np.asarray(leaf))
-            g = f.create_group("stats")
-            for key, value in state.stats.items():
-                g.create_dataset(key, data=np.asarray(value))
+    """Write a restart file atomically (`cathodeml.io.checkpoint`): params, optimiser state and
+    stats as arrays named by their place in the model (e.g. params/fitting/0/0/w), the sampler
+    state, step, both configs and the data fingerprint as JSON."""
+    meta = {"step": int(state.step), "model": config.to_dict(), "settings": settings.to_dict(),
+            "sampler": state.sampler_state, "fingerprint": fingerprint, **extra}
+    trees = {"params": named_arrays(state.params), "opt_state": named_arrays(state.opt_state),
+             "stats": {k: np.asarray(v) for k, v in state.stats.items()}}
+    checkpoint_file.write_checkpoint(path, trees, meta)
 
 
 def read_checkpoint(path: Path) -> tuple[ModelConfig, dict, RunState]:
-    """(model config, metadata dict, RunState) from a checkpoint written by `write_checkpoint`."""
-    path = Path(path)
-    if not path.exists():
-        raise CathodemlError(f"{path}: no such checkpoint")
+    """(model config, metadata dict, RunState) from a checkpoint written by `write_checkpoint`
+    (or by an older cathodeml, whose arrays were named by leaf position)."""
+    trees, meta = checkpoint_file.read_checkpoint(path)
+    config = ModelConfig.from_dict(meta["model"])
+    template = init_params(config, jax.random.PRNGKey(0))
+    opt_template = adam_optimiser().init(template)
     try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise CathodemlError(f"{path}: not a cathodeml checkpoint (cannot open as HDF5)") from None
-    with f:
-        meta = json.loads(f.attrs.get("cathodeml", "{}"))
-        if meta.get("kind") != CHECKPOINT_KIND:
-            raise CathodemlError(f"{path}: not a cathodeml checkpoint (kind {meta.get('kind')!r}); "
-                                 "give the checkpoint.h5 written by `cathodeml train`")
-        config = ModelConfig.from_dict(meta["model"])
-        template = init_params(config, jax.random.PRNGKey(0))
-        params = _unflatten(template, f["params"])
-        opt_state = _unflatten(_ADAM.init(template), f["opt_state"])
-        stats = {k: f["stats"][k][()] for k in f["stats"]}
-    return config, meta, RunState(params, opt_state, stats, int(meta["step"]), meta["sampler"])
+        if meta.get("layout") is None:  # leaf-position layout: params and bare Adam state, in flattening order
+            params = _unflatten(template, trees["params"])
+            adam = _unflatten(optax.scale_by_adam().init(template), trees["opt_state"])
+            opt_state = opt_template._replace(count=adam.count, inner_state=(adam,) + opt_template.inner_state[1:])
+        else:
+            params = _from_named(template, trees["params"])
+            opt_state = _from_named(opt_template, trees["opt_state"])
+    except (KeyError, ValueError):
+        raise CathodemlError(f"{path}: checkpoint does not match its model configuration (corrupt file?)") from None
+    return config, meta, RunState(params, opt_state, dict(trees["stats"]), int(meta["step"]), meta["sampler"])
 
 
-def _unflatten(template, group):
+def _key_name(key) -> str:
+    """The name of one pytree key (dict key, list index, NamedTuple field) as an HDF5 name."""
+    for attr in ("key", "idx", "name"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    raise TypeError(f"unsupported pytree key {key!r}")
+
+
+def named_arrays(tree) -> dict:
+    """A pytree as nested dicts of numpy arrays keyed by its dict keys, list indices ("0", ...)
+    and NamedTuple fields: what `cathodeml.io.checkpoint` stores by name."""
+    out: dict = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        *parents, last = [_key_name(k) for k in path]
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[last] = np.asarray(leaf)
+    return out
+
+
+def _from_named(template, named: dict):
+    """`template`'s pytree with every leaf read from `named` (see `named_arrays`) at its path;
+    KeyError for a missing array, ValueError for a shape that differs from the template's."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, like in paths:
+        node = named
+        for key in path:
+            node = node[_key_name(key)]
+        if np.shape(node) != np.shape(like):
+            raise ValueError(f"{jax.tree_util.keystr(path)}: shape {np.shape(node)}, expected {np.shape(like)}")
+        leaves.append(np.asarray(node))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _unflatten(template, group: dict):
+    """`template`'s pytree from arrays named by leaf position ("00000", ...): older checkpoints."""
     leaves, treedef = jax.tree_util.tree_flatten(template)
-    stored = [group[f"{i:05d}"][()] for i in range(len(group))]
+    stored = [group[f"{i:05d}"] for i in range(len(group))]
     if len(stored) != len(leaves) or any(np.shape(a) != np.shape(b) for a, b in zip(stored, leaves)):
-        raise CathodemlError("checkpoint does not match its model configuration (corrupt file?)")
+        raise ValueError("leaf count or shapes differ from the model configuration")
     return jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in stored])
 
 
