@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml import __version__
 from cathodeml.analysis import plots
 from cathodeml.analysis.arrhenius import arrhenius_fit
@@ -62,8 +63,8 @@ def analyze(
     at: float = typer.Option(300.0, "--at", help="Temperature (K) to extrapolate D or σ to."),
     output: Path = typer.Option(Path("analysis"), "-o", "--output", help="Output folder (created if missing)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG figures."),
-    as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout instead of the table."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Analyse Li-ion transport: MSD self/distinct, D_self, D_σ, Haven ratio, σ, Arrhenius Eₐ, RDF."""
     inputs = list(inputs or [])

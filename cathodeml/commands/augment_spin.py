@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError
 from cathodeml.io.dataset import read_dataset, write_dataset
 from cathodeml.spin import SpinSettings, augment_dataset, strip_dataset
@@ -32,8 +33,8 @@ def augment_spin(
     min_host_distance: float = typer.Option(0.05, "--min-host-distance", help="Error if a virtual atom is closer than this (Å) to its own host."),
     state_tolerance: float = typer.Option(0.1, "--state-tolerance", help="Warn when two spin states of an element are closer than this (Å) in η·S."),
     strip: bool = typer.Option(False, "--strip", help="Remove the virtual atoms instead (recovers the original dataset exactly)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables (warnings still go to stderr)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary to stdout."),
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Add virtual spin atoms <El>_spin for magnetic atoms (collinear DeePSPIN), or --strip them."""
     if output.is_dir():

@@ -10,14 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError
 
 
 def export(
     model_path: Path = typer.Argument(..., help="model.h5 written by `cathodeml train` or `cathodeml import` (or a .dp)."),
     output: Path = typer.Option(..., "-o", "--output", help="The .dp file to write."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
-    quiet: bool = typer.Option(False, "--quiet", help="Print nothing on success."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Export model.h5 as a DeePMD-kit .dp model (se_e2_a + ener); checks the written file reads back identical."""
     from cathodeml.model.store import export_deepmd, import_deepmd, load_model, parameters_identical  # JAX loads only when the command runs

@@ -10,14 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError
 
 
 def import_model(
     dp_path: Path = typer.Argument(..., help="DeePMD-kit .dp model (se_e2_a descriptor, ener fitting)."),
     output: Path = typer.Option(..., "-o", "--output", help="The model.h5 to write."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
-    quiet: bool = typer.Option(False, "--quiet", help="Print nothing on success."),
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Import a DeePMD-kit .dp se_e2_a energy model as model.h5 (usable by test and md)."""
     from cathodeml.model.store import load_model, parameters_identical, save_model  # JAX loads only when the command runs

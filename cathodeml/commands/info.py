@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from cathodeml.commands.options import AsJson
 from cathodeml.errors import CathodemlError
 
 # kind → function(path) -> dict summary; each part of the chain adds its describer here.
@@ -32,7 +33,7 @@ def _describer(kind: str):
 
 def info(
     path: Path = typer.Argument(..., help="A dataset (.h5 or deepmd/npy folder), model (model.h5 or .dp) or trajectory."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
+    as_json: AsJson = False,
 ) -> None:
     """Describe a cathodeml file: systems, frames, type map, moments; model architecture; trajectory."""
     from cathodeml.io.dataset import file_kind

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError, TypeMapError
 
 
@@ -38,8 +39,8 @@ def ingest(
     poscars: Path = typer.Option(None, "--poscars", help="automag input only: the folder of enumlib POSCARs (vasp.N); default: enumlib/ beside the .txt file."),
     orderings: str = typer.Option(None, "--orderings", help="automag input only: keep these orderings (comma-separated names or shell patterns, e.g. 'afm*0,afm*5')."),
     exclude_orderings: str = typer.Option(None, "--exclude-orderings", help="automag input only: leave out these orderings (names or patterns); with --orderings, a held-out split."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Ingest VASP OUTCARs (energies, forces, virials, magnetic moments) into a dataset file."""
     from cathodeml.io.dataset import write_dataset

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import TypeMapError
 from cathodeml.units import FS_PER_NS, SECONDS_PER_DAY
 
@@ -38,8 +39,8 @@ def md(
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints (default ≈10,000)."),
     skin: float = typer.Option(2.0, "--skin", help="Neighbour-list skin, Å."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT instead of refusing."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Run NVT (Nosé–Hoover chain) or NVE molecular dynamics with a trained model; writes an H5MD trajectory."""
     from cathodeml.io.structure import parse_magmom, parse_supercell, read_structure, supercell as replicate

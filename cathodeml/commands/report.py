@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError
 from cathodeml.io.atomic import atomic_output
 from cathodeml.report import load_analysis_run, load_test_run, summary_markdown
@@ -22,8 +23,8 @@ def report(
     title: str = typer.Option("cathodeml results", "--title", help="Page title."),
     notes: list[str] = typer.Option(None, "--note", help="A remark shown under the title (repeatable)."),
     files: list[Path] = typer.Option(None, "--file", help="A file of the chain to link under 'Files' (repeatable)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
-    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Summarise test and analyze results in one markdown page that links their figures."""
     test_runs = [load_test_run(spec) for spec in tests or []]

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError
 
 
@@ -30,8 +31,8 @@ def spin_scan(
     min_distance: float = typer.Option(0.5, "--min-distance", help="A virtual atom closer than this (Å) to another atom marks the pair as overlapping."),
     min_host_distance: float = typer.Option(0.05, "--min-host-distance", help="A virtual atom closer than this (Å) to its own host marks the pair as overlapping."),
     out_dir: Path = typer.Option(..., "-o", "--output", help="Folder for spin_scan.csv and the heat maps."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
-    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Train and test one model per (η, d) grid point; CSV table and heat maps, overlaps marked."""
     from cathodeml.io.dataset import read_dataset

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError
 from cathodeml.io.results import strict_json_text
 
@@ -20,8 +21,8 @@ def test_model(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Trained model: model.h5, or a DeePMD-kit .dp (se_e2_a)."),
     data_path: Path = typer.Argument(..., metavar="DATA", help="Labelled dataset (.h5 or deepmd/npy folder)."),
     out_dir: Path = typer.Option(None, "-o", "--output", help="Folder for test_results.json and the parity plots."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
-    as_json: bool = typer.Option(False, "--json", help="Print every number as JSON to stdout."),
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Energy/force RMSE and MAE of a model on labelled data, parity plots, JSON."""
     from cathodeml.io.dataset import read_dataset

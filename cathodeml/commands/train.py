@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError
 
 
@@ -25,8 +26,8 @@ def train(
     batch_size: str = typer.Option(None, "--batch-size", help="Frames per step: an int or auto[:n] (overrides training.batch_size)."),
     seed: int = typer.Option(None, "--seed", help="Data shuffling seed (overrides training.seed)."),
     restart: Path = typer.Option(None, "--restart", help="Continue from this checkpoint.h5 exactly where it stopped."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary to stdout."),
+    quiet: Quiet = False,
+    as_json: AsJson = False,
     distributed: bool = typer.Option(False, "--distributed", help="Train across hosts: one task per host (srun / mpirun); jax.distributed finds the others from SLURM, Open MPI or JAX_COORDINATOR_ADDRESS."),
 ) -> None:
     """Train a DeepPot-SE model (jitted JAX, Adam, DeePMD-kit schedule); virtual spin atoms supported."""
