@@ -1,4 +1,4 @@
-"""Training checkpoint files: nested dicts of arrays saved by name, plus a JSON metadata record.
+"""Checkpoint files of `train` and `md`: nested dicts of arrays saved by name, plus a JSON record.
 
 Why by name.  A checkpoint used to store parameters by their position in a flattened pytree
 ("00000", "00001", ...), so only the code that wrote it could say which array was which.  Here
@@ -21,20 +21,23 @@ import numpy as np
 from cathodeml.errors import CathodemlError, InputFormatError
 from cathodeml.io.atomic import atomic_output
 
-CHECKPOINT_KIND = "checkpoint"
+CHECKPOINT_KIND = "checkpoint"  # `cathodeml train`
+MD_CHECKPOINT_KIND = "md-checkpoint"  # `cathodeml md`
+_WRITTEN_BY = {CHECKPOINT_KIND: "the checkpoint.h5 written by `cathodeml train`",
+               MD_CHECKPOINT_KIND: "the traj.h5.ckpt written by `cathodeml md`"}
 # "by-name": arrays at their structure's path; files without it are the older leaf-position layout.
 LAYOUT = "by-name"
 
 
-def write_checkpoint(path: str | os.PathLike, trees: dict, meta: dict) -> None:
-    """Atomically write `trees` (a dict of nested dicts/lists/tuples of arrays, any units; each
-    array becomes the dataset at its key path) and the JSON-serialisable `meta` (step, configs,
-    sampler state, data fingerprint) as the file's "cathodeml" attribute."""
+def write_checkpoint(path: str | os.PathLike, trees: dict, meta: dict, kind: str = CHECKPOINT_KIND) -> None:
+    """Atomically write `trees` (a dict of arrays and nested dicts/lists/tuples of arrays, any
+    units; each array becomes the dataset at its key path, top-level arrays at the file's root)
+    and the JSON-serialisable `meta` (step, configs, sampler state, data fingerprint) as the file's
+    "cathodeml" attribute, marked with `kind` (CHECKPOINT_KIND or MD_CHECKPOINT_KIND)."""
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.attrs["cathodeml"] = json.dumps({"kind": CHECKPOINT_KIND, "layout": LAYOUT, **meta})
-            for name, tree in trees.items():
-                _write_group(f.create_group(name), tree)
+            f.attrs["cathodeml"] = json.dumps({"kind": kind, "layout": LAYOUT, **meta})
+            _write_group(f, trees)
 
 
 def _write_group(group: h5py.Group, tree) -> None:
@@ -49,13 +52,14 @@ def _write_group(group: h5py.Group, tree) -> None:
             group.create_dataset(key, data=np.asarray(value))
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
-    """(trees, meta) from a file written by `write_checkpoint`: trees maps each top-level group
-    to a nested dict of numpy arrays (list items keyed "0", "1", ...); meta is the JSON record,
-    with "layout" absent for a file of the older leaf-position layout."""
+def read_checkpoint(path: str | os.PathLike, kind: str = CHECKPOINT_KIND) -> tuple[dict, dict]:
+    """(trees, meta) from a file written by `write_checkpoint` with this `kind`: trees is the
+    nested dict of numpy arrays (list items keyed "0", "1", ...); meta is the JSON record, with
+    "layout" absent for a file of the older leaf-position layout."""
     path = Path(path)
     if not path.exists():
-        raise CathodemlError(f"{path}: no such checkpoint")
+        run = "run without --restart first" if kind == MD_CHECKPOINT_KIND else "check the path"
+        raise CathodemlError(f"{path}: no checkpoint to restart from; {run}")
     try:
         f = h5py.File(path, "r")
     except OSError:
@@ -65,10 +69,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
             meta = json.loads(f.attrs.get("cathodeml", "{}"))
         except json.JSONDecodeError:
             meta = {}
-        if meta.get("kind") != CHECKPOINT_KIND:
-            raise InputFormatError(f"{path}: not a cathodeml checkpoint (kind {meta.get('kind')!r}); "
-                                   "give the checkpoint.h5 written by `cathodeml train`")
-        trees = {name: _read_group(f[name]) for name in f.keys()}
+        if meta.get("kind") != kind:
+            raise InputFormatError(f"{path}: not a cathodeml checkpoint of this kind (kind {meta.get('kind')!r}); "
+                                   f"give {_WRITTEN_BY[kind]}")
+        trees = _read_group(f)
     return trees, meta
 
 

@@ -25,8 +25,7 @@ import h5py
 import numpy as np
 
 from cathodeml import __version__
-from cathodeml.errors import CathodemlError, InputFormatError
-from cathodeml.io.atomic import atomic_output
+from cathodeml.errors import InputFormatError
 
 OBSERVABLES = ("temperature", "potential_energy", "kinetic_energy", "conserved_energy")
 _UNITS = {"position": "Å", "velocity": "Å fs-1", "edges": "Å", "time": "fs", "temperature": "K",
@@ -192,28 +191,3 @@ def read_trajectory(path: str | os.PathLike, *, velocities: bool = True) -> dict
         for name in OBSERVABLES:
             out[name] = f[f"observables/{name}/value"][()] if f"observables/{name}" in f else None
     return out
-
-
-def write_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Atomically write a checkpoint: named arrays (positions Å, velocities Å/fs, chain state,
-    RNG key, ...) and a JSON-serialisable `meta` (step, settings, input fingerprint)."""
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["cathodeml"] = json.dumps({"kind": "md-checkpoint", **meta})
-            for name, value in arrays.items():
-                f.create_dataset(name, data=np.asarray(value))
-
-
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, meta) from a checkpoint written by `write_checkpoint`."""
-    if not Path(path).exists():
-        raise CathodemlError(f"{path}: no checkpoint to restart from; run without --restart first")
-    try:
-        with h5py.File(path, "r") as f:
-            meta = json.loads(f.attrs["cathodeml"])
-            arrays = {name: f[name][()] for name in f.keys()}
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
-        raise InputFormatError(f"{path}: not a readable cathodeml MD checkpoint ({exc})") from exc
-    if meta.get("kind") != "md-checkpoint":
-        raise InputFormatError(f"{path}: not a cathodeml MD checkpoint")
-    return arrays, meta

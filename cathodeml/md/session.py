@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cathodeml.errors import CathodemlError
-from cathodeml.io.h5md import TrajectoryWriter, read_checkpoint, write_checkpoint
+from cathodeml.io.checkpoint import MD_CHECKPOINT_KIND, read_checkpoint, write_checkpoint
+from cathodeml.io.h5md import TrajectoryWriter
 from cathodeml.md import integrators as integ
 from cathodeml.md.potentials import Potential
 from cathodeml.md.runner import Frame, RunResult, RunSettings, Simulation
@@ -70,7 +71,7 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
     fingerprint = _fingerprint(system, settings)
     sim = Simulation(potential, system.cell, system.masses, settings)
     if restart:
-        arrays, meta = read_checkpoint(ckpt)
+        arrays, meta = read_checkpoint(ckpt, MD_CHECKPOINT_KIND)
         _check_same_run(meta["fingerprint"], fingerprint, ckpt)
         step = int(meta["step"])
         if step >= settings.n_steps:
@@ -113,7 +114,8 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
         write_checkpoint(ckpt, {"positions": np.asarray(s.positions), "velocities": np.asarray(s.velocities),
                                 "chain_xi": np.asarray(s.chain.xi), "chain_v_xi": np.asarray(s.chain.v_xi),
                                 "rng_key": np.asarray(rng_key)},
-                         {"step": int(s.step), "fingerprint": fingerprint, "neighbor_capacity": sim.neighbor_capacity})
+                         {"step": int(s.step), "fingerprint": fingerprint, "neighbor_capacity": sim.neighbor_capacity},
+                         MD_CHECKPOINT_KIND)
 
     with writer:
         result = sim.run(state, on_frame=frame_out, on_checkpoint=checkpoint_out, should_stop=should_stop,
