@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cathodeml.cli import app
 from cathodeml.errors import CathodemlError
 from cathodeml.io.dataset import Dataset, System, write_dataset
-from cathodeml.io.h5md import read_trajectory
+from cathodeml.io.trajectory import read_trajectory
 from cathodeml.io.structure import parse_magmom, parse_supercell, read_structure, supercell
 from cathodeml.model import save_model
 from test_md_deeppot import tiny_spin_model

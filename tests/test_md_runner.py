@@ -11,7 +11,7 @@ import pytest
 from ase.build import bulk
 
 from cathodeml.errors import CathodemlError, SimulationError
-from cathodeml.io.h5md import read_trajectory
+from cathodeml.io.trajectory import read_trajectory
 from cathodeml.md import integrators as integ
 from cathodeml.md.minimize import FireSettings, minimize
 from cathodeml.md.potentials import energy_and_forces, lennard_jones

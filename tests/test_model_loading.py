@@ -19,7 +19,7 @@ import cathodeml
 from cathodeml.cli import app
 from cathodeml.errors import CathodemlError
 from cathodeml.io.deepmd_dp import read_dp, write_dp
-from cathodeml.io.h5md import read_trajectory
+from cathodeml.io.trajectory import read_trajectory
 from cathodeml.model import save_model
 from cathodeml.model.store import import_deepmd, parameters_identical
 

@@ -158,36 +158,3 @@ def _time_groups(f: h5py.File):
 
     f.visititems(visit)
     return out
-
-
-def read_trajectory(path: str | os.PathLike, *, velocities: bool = True) -> dict:
-    """Read a whole H5MD trajectory (small files: tests, restarts, `info`).
-
-    Returns {"positions" [nf,N,3] Å, "image" [nf,N,3], "velocities" or None, "cells" [nf,3,3] Å,
-    "step" [nf], "time" [nf] fs, "species" [N], "masses" [N] amu, "type_map", "parameters" dict,
-    and each observable [nf]}.  The analysis reader is cathodeml.io.trajectory.
-    """
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputFormatError(f"{path}: not an HDF5 file ({exc})") from exc
-    with f:
-        if "particles/all/position" not in f:
-            raise InputFormatError(f"{path}: no /particles/all/position; not an H5MD trajectory")
-        part = f["particles/all"]
-        params = json.loads(f["parameters"].attrs.get("cathodeml", "{}")) if "parameters" in f else {}
-        out = {
-            "positions": part["position/value"][()],
-            "image": part["image/value"][()] if "image" in part else None,
-            "velocities": part["velocity/value"][()] if velocities and "velocity" in part else None,
-            "cells": part["box/edges/value"][()],
-            "step": part["position/step"][()],
-            "time": part["position/time"][()],
-            "species": part["species"][()],
-            "masses": part["mass"][()] if "mass" in part else None,
-            "type_map": params.get("type_map", []),
-            "parameters": params,
-        }
-        for name in OBSERVABLES:
-            out[name] = f[f"observables/{name}/value"][()] if f"observables/{name}" in f else None
-    return out

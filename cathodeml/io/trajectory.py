@@ -171,6 +171,42 @@ def _open_h5md(path: Path) -> Trajectory:
         raise
 
 
+def read_trajectory(path: str | os.PathLike, *, velocities: bool = True) -> dict:
+    """A whole H5MD trajectory in memory (small files: tests, restarts, `info`), read through the
+    same H5MD reader as `analyze` (`open_trajectory`).
+
+    Returns {"positions" [nf,N,3] Å, "image" [nf,N,3] or None, "velocities" [nf,N,3] Å/fs or None,
+    "cells" [nf,3,3] Å, "step" [nf], "time" [nf] fs, "species" [N], "masses" [N] amu, "type_map",
+    "parameters" dict, and each observable of cathodeml md [nf] or None}.
+    """
+    from cathodeml.io.h5md import OBSERVABLES
+
+    path = Path(path)
+    if not h5py.is_hdf5(path):
+        raise InputFormatError(f"{path}: not an HDF5 file")
+    with _open_h5md(path) as traj:
+        f = traj._source
+        group = _particle_group(f, path)
+        chunks = list(traj.chunks())
+        species = np.asarray(_element_value(group["species"])[()])
+        out = {
+            "positions": np.concatenate([c.positions for c in chunks]),
+            "image": np.concatenate([c.images for c in chunks]) if traj.header.has_images else None,
+            "velocities": (np.asarray(_element_value(group["velocity"])[()], dtype=float)
+                           if velocities and "velocity" in group else None),
+            "cells": np.concatenate([c.cells for c in chunks]),
+            "step": np.asarray(group["position/step"][()]) if isinstance(group["position"], h5py.Group) else None,
+            "time": traj.header.time_fs,
+            "species": species[0] if species.ndim == 2 else species,
+            "masses": traj.header.masses,
+            "type_map": traj.header.parameters.get("type_map", []),
+            "parameters": traj.header.parameters,
+        }
+        for name in OBSERVABLES:
+            out[name] = _element_value(f[f"observables/{name}"])[()] if f"observables/{name}" in f else None
+    return out
+
+
 def _particle_group(f: h5py.File, path: Path) -> h5py.Group:
     groups = list(f["particles"].keys())
     if "all" in groups:
