@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.io.dataset import Dataset, concatenate, read_dataset
 from cathodeml.spin import SpinSettings, augment_dataset, virtual_positions, virtual_sites
 
@@ -53,7 +52,6 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--copies", type=int, default=20)
     args = parser.parse_args()
-    enable_float64()
     import jax
 
     scale = json.loads((NIO / "input_torch.json").read_text())["model"]["spin"]["virtual_scale"][0]

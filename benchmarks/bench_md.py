@@ -143,9 +143,7 @@ def main(argv=None):
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from cathodeml import enable_float64
 
-    enable_float64()
     model = water_model()
     base = water_frame()
     results = []

@@ -112,10 +112,8 @@ def toy_dataset(n_structures: int = 12, states=("LS", "HS"), repeats=(2, 1, 1), 
     """
     import jax
 
-    from cathodeml import enable_float64
     from cathodeml.io.dataset import Dataset, System
 
-    enable_float64()
     rng = np.random.default_rng(seed)
     base, cell0, types = rocksalt_cell(repeats)
     grad = jax.jit(jax.value_and_grad(toy_energy), static_argnums=())

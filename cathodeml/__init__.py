@@ -8,9 +8,15 @@ DeePMD-kit `.dp` file.
 """
 
 import os as _os
+import sys as _sys
 
-# JAX reads this when first imported; modules that use JAX also call enable_float64().
+# The one place float64 is switched on: every cathodeml module that uses JAX is imported after
+# this package, so the environment variable reaches JAX when it is first imported; a script that
+# imported JAX before cathodeml gets the same setting through the config (float32 stays a
+# per-model option, ModelConfig.precision).
 _os.environ.setdefault("JAX_ENABLE_X64", "1")
+if "jax" in _sys.modules and _os.environ["JAX_ENABLE_X64"].lower() not in ("0", "false"):
+    _sys.modules["jax"].config.update("jax_enable_x64", True)
 
 __version__ = "0.1.0"
 
@@ -32,10 +38,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY_ATTRIBUTES))
-
-
-def enable_float64() -> None:
-    """Let JAX hold float64 arrays (it defaults to float32). Idempotent and cheap."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cathodeml import enable_float64
 from cathodeml.errors import CathodemlError
 from cathodeml.io.dataset import Dataset, System, read_dataset, remap_types, write_dataset
 from cathodeml.spin import (
@@ -25,7 +24,6 @@ from cathodeml.spin import (
     with_virtual_atoms,
 )
 
-enable_float64()
 
 TYPE_MAP = ["Li", "Ni", "O"]
 # A small triclinic cell (rows are lattice vectors, Å).

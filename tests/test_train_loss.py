@@ -3,12 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.train.config import LossSettings
 from cathodeml.train.loss import (ExponentialDecay, energy_force_virial_loss, lcurve_header,
                                   lcurve_line, prefactors)
-
-enable_float64()
 
 
 def test_learning_rate_decays_stepwise_from_start_to_stop():

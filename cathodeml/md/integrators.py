@@ -21,10 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.units import AMU_A2_PER_FS2_IN_EV, BOLTZMANN_EV_PER_K
 
-enable_float64()
 
 # force_fn(positions [N,3] Å) -> (potential energy eV, forces [N,3] eV/Å)
 ForceFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]

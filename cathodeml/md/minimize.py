@@ -19,11 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.errors import SimulationError
 from cathodeml.md.potentials import Potential, energy_and_forces
-
-enable_float64()
 
 
 @dataclasses.dataclass(frozen=True)

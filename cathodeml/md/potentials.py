@@ -21,10 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
-
-enable_float64()
-
 
 @dataclasses.dataclass(frozen=True)
 class Potential:
@@ -160,7 +156,6 @@ def harmonic_wells(centers, spring_constants) -> Potential:
         return 0.5 * jnp.sum(k[:, None] * (positions - centers) ** 2)
 
     return Potential(energy=energy, build_neighbors=lambda *args: None, cutoff=0.0, name="harmonic wells")
-
 
 
 # ------------------------------------------------------------------------- DeepPot-SE adapter

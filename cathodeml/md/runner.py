@@ -23,12 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.errors import CathodemlError, SimulationError
 from cathodeml.md import integrators as integ
 from cathodeml.md.potentials import Potential, energy_and_forces
 
-enable_float64()
 
 _OK, _REBUILD, _NONFINITE, _EXPLODED, _HOT, _CLOSE = 0, 1, 2, 3, 4, 5
 _KERNELS: dict = {}
@@ -305,6 +303,5 @@ class Simulation:
                     "away from the start; the model is extrapolating: lower the temperature or --dt, or --minimize first")
         return (f"step {step}: the temperature exceeded {self.max_temperature:.0f} K; the run is blowing up: "
                 "lower --dt, check the model, or --minimize first")
-
 
 

@@ -16,12 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.model.config import ModelConfig
 from cathodeml.model.neighbors import NeighborList
 from cathodeml.model.nn import embedding_net
-
-enable_float64()
 
 
 def switch_function(r, rcut_smth: float, rcut: float):

@@ -23,10 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.errors import CathodemlError
-
-enable_float64()
 
 
 @partial(jax.tree_util.register_dataclass,

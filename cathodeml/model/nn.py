@@ -14,10 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
-
-enable_float64()
-
 
 def activation_fn(name: str):
     """The activation function called `name` (DeePMD-kit's names)."""

@@ -17,13 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.model.config import ModelConfig
 from cathodeml.model.descriptor import descriptors_by_type
 from cathodeml.model.neighbors import NeighborList
 from cathodeml.model.nn import fitting_net, init_embedding_net, init_fitting_net
-
-enable_float64()
 
 
 def init_params(config: ModelConfig, key) -> dict:

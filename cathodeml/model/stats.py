@@ -16,13 +16,11 @@ from functools import partial
 import jax
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.errors import CathodemlError
 from cathodeml.model.config import ModelConfig
 from cathodeml.model.descriptor import raw_environment
 from cathodeml.model.neighbors import build_neighbor_lists
 
-enable_float64()
 
 _STD_FLOOR = 1e-2
 _STD_DEFAULT = 1e-1

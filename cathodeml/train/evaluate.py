@@ -19,12 +19,10 @@ from functools import partial
 import jax
 import numpy as np
 
-from cathodeml import enable_float64
 from cathodeml.errors import CathodemlError, TypeMapError
 from cathodeml.train.data import LabelledSystem, labelled_systems
 from cathodeml.train.trainer import predict_batch
 
-enable_float64()
 
 MEV = 1000.0
 STATE_GAP_MUB = 0.5

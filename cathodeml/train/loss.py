@@ -16,10 +16,6 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from cathodeml import enable_float64
-
-enable_float64()
-
 
 @dataclasses.dataclass(frozen=True)
 class ExponentialDecay:

@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cathodeml import enable_float64
 from cathodeml.errors import CathodemlError
 from cathodeml.io import checkpoint as checkpoint_file
 from cathodeml.io.atomic import atomic_output
@@ -45,7 +44,6 @@ from cathodeml.train.config import TrainConfig
 from cathodeml.train.data import (FrameSampler, LabelledSystem, auto_sel, energy_bias)
 from cathodeml.train.loss import ExponentialDecay, energy_force_virial_loss, prefactors
 
-enable_float64()
 
 CHECKPOINT_KIND = checkpoint_file.CHECKPOINT_KIND
 
