@@ -14,4 +14,7 @@ result or a peer tool on its own and the command only wires them:
 - `pipeline`: one streaming pass over a `cathodeml.io.trajectory.Trajectory` →
   `RunAnalysis` (`analyze_trajectory`, `AnalysisSettings`, `parse_fit_window`).
 - `plots`: MSD, Arrhenius and RDF figures (matplotlib Agg, written atomically).
+- `results`: replicas merged per temperature, the Arrhenius fit over them and earlier points, and
+  the results.json / CSV / figure record (`summarize_analysis`, `write_analysis`); the command only
+  parses, opens the trajectories and renders.
 """
