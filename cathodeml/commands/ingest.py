@@ -9,13 +9,9 @@ ingests the same run twice, even from a recompressed copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import multiprocessing
 import os
-import signal
-import sys
-import threading
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import typer
@@ -25,6 +21,8 @@ from rich.table import Table
 
 from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError, TypeMapError
+from cathodeml.io.ingest import drop_duplicate_sources, ingest_summary, plan_append, read_outcars
+from cathodeml.io.ingest import read_outcar_or_error as _read_one  # a module attribute: tests interrupt it
 
 
 def ingest(
@@ -66,11 +64,15 @@ def ingest(
 
     known, base_map = {}, []
     if append and output.exists():
-        order, base_map, known = _append_plan(output, energy, order)
+        plan = plan_append(output, energy, order)
+        order, base_map, known = plan.type_map, plan.file_type_map, dict(plan.known_sources)
 
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)
-    runs, failed = _parse_all(files, energy, jobs or os.cpu_count() or 1, skip_bad, console, order)
-    kept_runs, duplicates = _drop_duplicates(runs, known)
+    with _progress_bar(console) as progress:
+        runs, failed = read_outcars(files, energy, jobs=jobs or os.cpu_count() or 1, skip_bad=skip_bad, type_map=order,
+                                    progress=progress, read_file=_read_one,
+                                    on_skip=lambda path, error: console.print(f"[red]skipped bad file[/red] {error}"))
+    kept_runs, duplicates = drop_duplicate_sources(runs, known)
     _print_notes(console, kept_runs, duplicates, keep_unconverged)
 
     dataset, stats = runs_to_dataset(kept_runs, type_map=order, base_map=base_map, keep_unconverged=keep_unconverged)
@@ -78,23 +80,11 @@ def ingest(
         _explain_nothing_to_write(runs, kept_runs, output, console)
     groups = write_dataset(output, dataset, append=append) if dataset.systems else []
 
-    summary = _summary(output, files, stats, duplicates, failed, dataset, groups, energy)
+    summary = ingest_summary(output, files, stats, duplicates, failed, dataset, groups, energy)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
         _render(Console(), summary)
-
-
-def _drop_duplicates(runs, known: dict[str, str]):
-    """(runs to keep, skipped duplicates): a source whose sha256 is in `known` or seen earlier."""
-    kept, duplicates = [], []
-    for run in runs:
-        if run.sha256 in known:
-            duplicates.append({"path": run.path, "reason": known[run.sha256]})
-            continue
-        known[run.sha256] = f"same content as {run.path}"
-        kept.append(run)
-    return kept, duplicates
 
 
 def _explain_nothing_to_write(runs, kept_runs, output: Path, console: Console) -> None:
@@ -105,6 +95,30 @@ def _explain_nothing_to_write(runs, kept_runs, output: Path, console: Console) -
     if not runs:
         raise CathodemlError("no file could be read (see the messages above); nothing written")
     console.print(f"nothing new to add; {output} left as it was")
+
+
+@contextlib.contextmanager
+def _progress_bar(console: Console):
+    """A `read_outcars` progress callback drawing a bar with ETA on `console` (a terminal only).
+
+    The bar (and rich's refresh thread) starts at the first report, which comes after the pool's
+    workers are forked: forking with that thread alive would make the pool fall back to forkserver."""
+    bar = Progress(TextColumn("[bold]ingest[/bold] {task.fields[done]}/{task.fields[n]} files"),
+                   BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                   console=console, transient=False, disable=console.quiet or not console.is_terminal)
+    task = None
+
+    def report(bytes_done: int, bytes_total: int, files_done: int, n_files: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("ingest", total=bytes_total, done=0, n=n_files)
+        bar.update(task, completed=bytes_done, done=files_done)
+
+    try:
+        yield report
+    finally:
+        bar.stop()
 
 
 def _print_notes(console: Console, runs, duplicates, keep_unconverged: bool) -> None:
@@ -131,137 +145,6 @@ def _parse_type_map(text: str | None) -> list[str] | None:
     if dup:
         raise TypeMapError(f"--type-map lists {','.join(dup)} twice; give each species once")
     return names
-
-
-def _append_plan(output: Path, energy: str, order: list[str] | None):
-    """(type map to enforce or None, the file's type map, {sha256: reason} of sources already in it)."""
-    import h5py
-
-    from cathodeml.io.dataset import read_frame_column
-
-    if not h5py.is_hdf5(output):
-        raise CathodemlError(f"{output}: exists but is not an HDF5 dataset; cannot --append to it")
-    attrs, shas = read_frame_column(output, "source_sha256")
-    if attrs.get("kind", "dataset") != "dataset":
-        raise CathodemlError(f"{output}: is a {attrs['kind']} file, not a dataset; cannot --append to it")
-    if attrs.get("spin") is not None or any(t.endswith("_spin") for t in attrs.get("type_map", [])):
-        raise CathodemlError(f"{output} holds virtual spin atoms (augment-spin output); append to the plain "
-                             "dataset it came from and run augment-spin again")
-    if attrs.get("energy", energy) != energy:
-        raise CathodemlError(f"{output} holds energy={attrs['energy']} labels; pass --energy {attrs['energy']} to append")
-    existing = list(attrs.get("type_map", []))
-    if order is not None:
-        if order[: len(existing)] != existing[: len(order)]:
-            raise TypeMapError(f"{output} has type map {','.join(existing)}; --type-map must start with it (new species may follow)")
-        order = existing + [s for s in order if s not in existing]
-    return order, existing, {sha: f"already in {output}" for sha in shas.tolist()}
-
-
-def _fork_is_safe() -> bool:
-    """Fork copies only the calling thread: safe while no other Python thread runs and JAX has
-    not started its runtime (its threads would be lost in the child)."""
-    if threading.active_count() > 1:
-        return False
-    xla_bridge = sys.modules.get("jax._src.xla_bridge")
-    return not getattr(xla_bridge, "_backends", None)
-
-
-def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-
-
-def _read_one(path: str, energy: str, progress=None):
-    from cathodeml.io.outcar import read_outcar
-
-    try:
-        return read_outcar(path, energy=energy, progress=progress), None
-    except CathodemlError as exc:
-        return None, str(exc)
-
-
-def _parse_all(files: list[Path], energy: str, jobs: int, skip_bad: bool, console: Console, type_map=None):
-    """Parse every file (in a process pool when jobs > 1) under a progress bar with ETA.
-
-    A file with species outside `type_map` stops the run as soon as it is read."""
-    from cathodeml.io.outcar import check_species
-
-    sizes = {str(f): max(f.stat().st_size, 1) if f.exists() else 1 for f in files}
-    runs, failed = {}, []
-    progress = Progress(
-        TextColumn("[bold]ingest[/bold] {task.fields[done]}/{task.fields[n]} files"),
-        BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        console=console, transient=False, disable=console.quiet or not console.is_terminal,
-    )
-
-    advanced: dict[str, int] = {}
-
-    def advance(path: str, n_done: int) -> None:
-        step = min(n_done, sizes[path]) - advanced.get(path, 0)
-        if step > 0:
-            advanced[path] = advanced.get(path, 0) + step
-            progress.update(task, advance=step)
-
-    def take(path: str, result) -> None:
-        run, error = result
-        if error is not None:
-            if not skip_bad:
-                raise CathodemlError(error)
-            failed.append({"path": path, "reason": error})
-            console.print(f"[red]skipped bad file[/red] {error}")
-        else:
-            if type_map is not None:
-                check_species(run, type_map)
-            runs[path] = run
-        advance(path, sizes[path])
-        progress.update(task, done=len(runs) + len(failed))
-
-    pool, pending = None, {}
-    if jobs > 1 and len(files) > 1:
-        # Fork is cheapest (workers forked before rich's refresh thread starts); with other threads
-        # alive (e.g. JAX used as a library) a forkserver starts workers from a clean process instead.
-        ctx = multiprocessing.get_context("fork" if _fork_is_safe() else "forkserver")
-        pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), mp_context=ctx, initializer=_worker_init)
-    try:
-        if pool is not None:
-            pending = {pool.submit(_read_one, str(f), energy): str(f) for f in files}
-        with progress:
-            task = progress.add_task("ingest", total=sum(sizes.values()), done=0, n=len(files))
-            if pool is None:
-                for f in files:
-                    take(str(f), _read_one(str(f), energy, lambda n, f=str(f): advance(f, n)))
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    take(pending.pop(fut), fut.result())
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    if pool is not None:
-        pool.shutdown()
-    return [runs[str(f)] for f in files if str(f) in runs], failed
-
-
-def _summary(output, files, stats, duplicates, failed, dataset, groups, energy) -> dict:
-    kept = sum(s["frames_kept"] for s in stats)
-    elements = sorted({e for s in stats if s["frames_kept"] for e in s["species"]})
-    return {
-        "output": str(output),
-        "energy": energy,
-        "files": {"found": len(files), "ingested": sum(1 for s in stats if s["frames_kept"]),
-                  "duplicates_skipped": len(duplicates), "failed": len(failed)},
-        "frames": {"read": sum(s["frames_read"] for s in stats), "kept": kept,
-                   "skipped_unconverged": sum(s["unconverged_skipped"] for s in stats),
-                   "unconverged_kept": sum(s["unconverged"] - s["unconverged_skipped"] for s in stats),
-                   "incomplete_dropped": sum(s["incomplete"] for s in stats),
-                   "malformed_dropped": sum(s["malformed"] for s in stats)},
-        "systems": [{"name": g, "frames": s.n_frames, "atoms": s.n_atoms} for g, s in zip(groups, dataset.systems)],
-        "type_map": dataset.type_map,
-        "elements": elements,
-        "sources": stats,
-        "duplicates": duplicates,
-        "failed": failed,
-    }
 
 
 def _render(console: Console, summary: dict) -> None:
@@ -320,7 +203,8 @@ def _ingest_automag(paths, output: Path, order, poscars, append: bool, energy: s
         raise CathodemlError(f"{output}: not a writable file path (a directory, or its folder does not exist); fix -o")
     known = {}
     if append and output.exists():
-        order, _, known = _append_plan(output, energy, order)
+        plan = plan_append(output, energy, order)
+        order, known = plan.type_map, dict(plan.known_sources)
     console = Console(stderr=True, quiet=quiet, soft_wrap=True)
     systems, sources, type_map = [], [], order
     for p in paths:
