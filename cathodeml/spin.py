@@ -39,8 +39,13 @@ from cathodeml.io.dataset import Dataset, System
 MODES = ("collinear", "vector")
 VIRTUAL_SUFFIX = "_spin"
 # Moments of one element split into separate spin states wherever the sorted values jump by more
-# than this (μB); used only for the report and the "states too close" warning.
+# than this (μB).  0.3 μB is narrower than the step between distinct states of the 3d cathode ions
+# (e.g. Ni³⁺ low spin ~1 μB vs Ni²⁺ ~1.7 μB) and wider than the spacing of the sorted moments of
+# one state sampled along a relaxation or MD run.
 STATE_GAP_MUB = 0.3
+# An element is magnetic for the spin-state reports (info, test) when some atom of it carries a
+# moment larger than this (μB): Ni, Co, Mn, Fe do; Li and most O stay far below.
+MAGNETIC_MOMENT_MUB = 0.5
 # Collinear mode on moment vectors warns when their x, y parts exceed this (μB).
 TRANSVERSE_TOLERANCE_MUB = 0.1
 _Z = np.array([0.0, 0.0, 1.0])
@@ -352,17 +357,79 @@ def close_contacts(coords: np.ndarray, cell: np.ndarray, periodic: bool, n_real:
     return sorted(((int(n_real + kk), int(bb), float(dist[kk, bb])) for kk, bb in zip(k, b)), key=lambda c: c[2])
 
 
-def spin_states(values: np.ndarray, gap: float = STATE_GAP_MUB) -> list[dict]:
-    """Group moments (μB) into spin states: split sorted values where they jump by more than `gap`.
+# ----------------------------------------------------------------------------- spin states
+#
+# One rule for what a spin state is, shared by `info`, `augment-spin` and `test`.
 
-    Returns [{"center": mean μB, "min", "max", "count"}] in increasing order.
+
+def state_moments(frame_data: Mapping) -> np.ndarray | None:
+    """The moment each atom's spin state is judged by, [nf, N] μB, NaN where unknown; None without moments.
+
+    Signed, not |m|: a collinear virtual atom sits at z + η·S + d, so +4 and −4 μB are different
+    inputs to the model (ferro- vs antiferromagnetic orderings differ in energy), and a state is
+    one model input.  Grouping |m| would merge them and hide an error that only one sign has.  The
+    signed value is `magmom` (ingest: VASP's `tot` column, its z part in non-collinear runs), else
+    the z part of `spin`.  A non-collinear frame (flagged by ingest, or moment vectors with x, y
+    parts above TRANSVERSE_TOLERANCE_MUB) has no sign to keep -- its directions are a continuum,
+    not states -- so there the states are of |S|.  Frames with `has_moments` false are NaN.
+    """
+    if "magmom" in frame_data:
+        m = np.array(frame_data["magmom"], dtype=np.float64)
+    elif "spin" in frame_data:
+        m = np.array(np.asarray(frame_data["spin"], dtype=np.float64)[..., 2])
+    else:
+        return None
+    if "spin" in frame_data:
+        vectors = np.asarray(frame_data["spin"], dtype=np.float64)
+        if "noncollinear" in frame_data:
+            tilted = np.asarray(frame_data["noncollinear"], dtype=bool).reshape(-1)
+        else:
+            transverse = np.linalg.norm(vectors[..., :2], axis=-1)
+            tilted = np.nanmax(np.where(np.isfinite(transverse), transverse, 0.0), axis=1) > TRANSVERSE_TOLERANCE_MUB
+        m[tilted] = np.linalg.norm(vectors[tilted], axis=-1)
+    if "has_moments" in frame_data:
+        m[~np.asarray(frame_data["has_moments"], dtype=bool)] = np.nan
+    return m
+
+
+def is_magnetic(values: np.ndarray, threshold: float = MAGNETIC_MOMENT_MUB) -> bool:
+    """True when some of an element's moments (μB, NaN ignored) exceed `threshold` μB in size."""
+    v = np.abs(np.asarray(values, dtype=float).ravel())
+    v = v[np.isfinite(v)]
+    return bool(v.size) and bool(v.max() > threshold)
+
+
+def spin_states(values: np.ndarray, gap: float = STATE_GAP_MUB) -> list[dict]:
+    """Group the moments of one element (μB, `state_moments`) into spin states.
+
+    Sorted values are split wherever they jump by more than `gap` μB; NaN is ignored.  Returns
+    [{"center": mean μB, "min", "max", "count"}] in increasing order.
     """
     v = np.sort(np.asarray(values, dtype=float).ravel())
+    v = v[np.isfinite(v)]
     if v.size == 0:
         return []
     cuts = np.flatnonzero(np.diff(v) > gap) + 1
     return [{"center": float(g.mean()), "min": float(g.min()), "max": float(g.max()), "count": int(g.size)}
             for g in np.split(v, cuts)]
+
+
+def state_index(moments: np.ndarray, states: Sequence[Mapping]) -> np.ndarray:
+    """Index of each moment's spin state (same shape as `moments`, μB); -1 where the moment is NaN.
+
+    The border between neighbouring states is the middle of the gap between them, so every value
+    `spin_states` grouped gets exactly the state it was grouped into (a nearest-centre rule would
+    not: a wide state's edge can lie nearer to the next state's centre).
+    """
+    m = np.asarray(moments, dtype=float)
+    borders = np.array([(lo["max"] + hi["min"]) / 2 for lo, hi in zip(states[:-1], states[1:])])
+    idx = np.searchsorted(borders, np.nan_to_num(m, nan=0.0), side="right")
+    return np.where(np.isfinite(m), idx, -1)
+
+
+def element_spin_states(moments_by_element: Mapping[str, np.ndarray], gap: float = STATE_GAP_MUB) -> dict:
+    """{element: spin_states} for the magnetic elements (`is_magnetic`) among {element: moments μB}."""
+    return {el: spin_states(v, gap) for el, v in moments_by_element.items() if is_magnetic(v)}
 
 
 def moment_histogram(values: np.ndarray, bin_width: float = 0.5) -> dict:
@@ -457,7 +524,7 @@ def augment_dataset(dataset: Dataset, settings: SpinSettings, *, min_distance: f
         raise CathodemlError(f"magnetic element {','.join(unknown)} is not in the data (elements present: "
                              f"{','.join(t for t in dataset.type_map if t in present)}); fix --magnetic")
     full_map = augmented_type_map(dataset.type_map, settings)
-    systems, samples = [], {el: {"moments": [], "shift": []} for el in settings.elements}
+    systems, samples = [], {el: {"moments": [], "shift": [], "state": []} for el in settings.elements}
     transverse = {}  # element → largest |S_xy| (μB) dropped by collinear mode
     for system in dataset.systems:
         if settings.mode == "collinear" and "magmom" not in system.frame_data and "spin" in system.frame_data:
@@ -469,10 +536,13 @@ def augment_dataset(dataset: Dataset, settings: SpinSettings, *, min_distance: f
         new, moments, shifts = _augment_system(system, dataset.type_map, full_map, settings,
                                                min_distance, min_host_distance, progress)
         systems.append(new)
-        host_el = [dataset.type_map[t] for t in system.atom_types[new.attrs["spin"]["host_index"]]]
-        for k, el in enumerate(host_el):
+        host = np.asarray(new.attrs["spin"]["host_index"], dtype=np.int64)
+        # the spin states are those of the one rule (`state_moments`), as info and test report them
+        state = state_moments(system.frame_data) if host.size else None
+        for k, el in enumerate(dataset.type_map[t] for t in system.atom_types[host]):
             samples[el]["moments"].append(moments[:, k])
             samples[el]["shift"].append(shifts[:, k])
+            samples[el]["state"].append(state[:, host[k]])
     report = _report(samples, settings, state_tolerance, sum(s.n_atoms - s.attrs["spin"]["n_real"] for s in systems))
     for el, sxy in transverse.items():
         if sxy > TRANSVERSE_TOLERANCE_MUB:
@@ -650,7 +720,7 @@ def _report(samples, settings, state_tolerance, n_virtual) -> AugmentReport:
             continue
         m = np.concatenate(samples[el]["moments"])
         sh = np.concatenate(samples[el]["shift"])
-        states = spin_states(m)
+        states = spin_states(np.concatenate(samples[el]["state"]))
         eta = settings.eta_of(el)
         elements[el] = {
             "virtual_type": virtual_type_name(el), "eta_A_per_muB": eta, "d_A": settings.d_of(el),

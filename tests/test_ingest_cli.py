@@ -323,6 +323,6 @@ def test_info_shows_the_spin_states_each_element_visits(data_dir, tmp_path):
     v = np.sort(fe)
     assert len(h["states"]) == 1 + np.count_nonzero(np.diff(v) > 0.3)
     ni = info["moment_histograms"]["Ni"]["states"]
-    assert len(ni) == 1 and abs(ni[0]["mean"] - 0.82) < 0.02  # Ni³⁺-like ~0.8 μB in LiNi2O4
+    assert len(ni) == 1 and abs(ni[0]["center"] - 0.82) < 0.02  # Ni³⁺-like ~0.8 μB in LiNi2O4
     r = runner.invoke(app, ["info", str(out)])
     assert r.exit_code == 0 and "spin states" in r.stdout and "Li1Ni2O4" in r.stdout

@@ -2,8 +2,9 @@
 
 A dataset summary is built for the question a user asks before training a spin model: what is
 in here, and which spin states does each element visit?  So besides systems, frames, type map,
-composition and the energy range, it histograms |moment| per element and groups the values into
-states (clusters separated by empty gaps), e.g. Ni at ~0, ~1 and ~1.7 μB.
+composition and the energy range, it histograms the moments of each element and, for the magnetic
+ones, groups them into spin states (e.g. Ni at ~0, ~1 and ~1.7 μB) by the rule of `cathodeml.spin`
+(signed moments, split at empty gaps), the same states `augment-spin` and `test` report.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
+from cathodeml import spin
 from cathodeml.io.dataset import read_dataset
 
 HIST_BIN_UB = 0.1  # μB, histogram bin width
-STATE_GAP_UB = 0.3  # μB, an empty gap at least this wide separates two spin states
 _SPARK = " ▁▂▃▄▅▆▇█"
 _SHORT = {"energies": "E", "forces": "F", "virials": "V"}
 
 
 def describe_dataset(path):
-    """Systems, frames, type map, composition, energy range (eV/atom) and |moment| (μB) per element."""
+    """Systems, frames, type map, composition, energy range (eV/atom), moments and spin states (μB) per element."""
     ds = read_dataset(path)
     systems = []
     for s in ds.systems:
@@ -68,11 +69,13 @@ def describe_dataset(path):
         console.print(table)
         if moments:
             mt = Table("element", "values")
-            mt.add_column(f"|m| histogram (0 → max μB, {HIST_BIN_UB} μB bins)", no_wrap=True)
-            mt.add_column(escape("spin states |m| (μB): mean [min–max] ×count"))
+            mt.add_column("moment histogram (μB)", no_wrap=True)
+            mt.add_column(escape("spin states (μB): center [min–max] ×count"))
             for element, h in moments.items():
-                mt.add_row(element, str(h["n"]), _sparkline(h["counts"]) + f" {h['edges'][-1]:.1f}",
-                           escape("\n".join(f"{st['mean']:.2f} [{st['min']:.2f}–{st['max']:.2f}] ×{st['count']}" for st in h["states"])))
+                states = "\n".join(f"{st['center']:.2f} [{st['min']:.2f}–{st['max']:.2f}] ×{st['count']}"
+                                   for st in h["states"])
+                mt.add_row(element, str(h["n"]), f"{h['edges'][0]:.1f} " + _sparkline(h["counts"]) + f" {h['edges'][-1]:.1f}",
+                           escape(states or f"not magnetic (|m| ≤ {spin.MAGNETIC_MOMENT_MUB:g})"))
             console.print(mt)
         else:
             console.print("no per-atom magnetic moments in this dataset")
@@ -89,51 +92,42 @@ def _total_composition(systems) -> dict:
     return total
 
 
-def moment_histograms(ds, bin_width: float = HIST_BIN_UB, gap: float = STATE_GAP_UB) -> dict:
-    """Per element: histogram of |moment| (μB) over all frames with moments, and its spin states.
+def moment_histograms(ds, bin_width: float = HIST_BIN_UB) -> dict:
+    """Per element: histogram of the spin-state moments (μB, `spin.state_moments`: signed, |S| for
+    non-collinear frames) over all frames with moments, and its spin states.
 
-    Returns {element: {"n", "edges" [μB], "counts", "states": [{"mean","min","max","count"}]}};
-    a state is a run of sorted |m| values with no gap wider than `gap` μB.
+    Returns {element: {"n", "edges" [μB], "counts", "magnetic", "states": `spin.spin_states`}};
+    "states" is empty for an element that is not magnetic (`spin.is_magnetic`).
     """
     values: dict[str, list[np.ndarray]] = {}
     for s in ds.systems:
-        fd = s.frame_data
-        if "magmom" in fd:
-            m = np.abs(np.asarray(fd["magmom"], dtype=float))
-            if "spin" in fd and "noncollinear" in fd:
-                nc = np.asarray(fd["noncollinear"], dtype=bool)
-                m[nc] = np.linalg.norm(np.asarray(fd["spin"], dtype=float)[nc], axis=-1)
-        elif "spin" in fd:
-            m = np.linalg.norm(np.asarray(fd["spin"], dtype=float), axis=-1)
-        else:
+        m = spin.state_moments(s.frame_data)
+        if m is None:
             continue
-        if "has_moments" in fd:
-            m = m[np.asarray(fd["has_moments"], dtype=bool)]
         for t in np.unique(s.atom_types):
             col = m[:, s.atom_types == t].ravel()
             col = col[np.isfinite(col)]
             if col.size:
                 values.setdefault(ds.type_map[t], []).append(col)
+    states = spin.element_spin_states({el: np.concatenate(v) for el, v in values.items()})
     out = {}
     for element in [e for e in ds.type_map if e in values]:
-        v = np.sort(np.concatenate(values[element]))
-        top = max(bin_width, np.ceil(v[-1] / bin_width + 1e-9) * bin_width)
-        counts, edges = np.histogram(v, bins=np.linspace(0.0, top, int(round(top / bin_width)) + 1))
+        v = np.concatenate(values[element])
+        lo = np.floor(v.min() / bin_width)
+        n_bins = max(1, int(np.ceil(v.max() / bin_width - lo)))
+        edges = (lo + np.arange(n_bins + 1)) * bin_width
+        edges[0], edges[-1] = min(edges[0], v.min()), max(edges[-1], v.max())  # float rounding: keep every value in
+        counts, edges = np.histogram(v, bins=edges)
         out[element] = {"n": int(v.size), "edges": edges.round(6).tolist(), "counts": counts.tolist(),
-                        "states": spin_states(v, gap)}
+                        "magnetic": element in states, "states": states.get(element, [])}
     return out
 
 
-def spin_states(sorted_abs_moments: np.ndarray, gap: float = STATE_GAP_UB) -> list[dict]:
-    """Split sorted |m| values (μB) wherever consecutive values differ by more than `gap` μB."""
-    v = np.asarray(sorted_abs_moments, dtype=float)
-    cuts = np.flatnonzero(np.diff(v) > gap) + 1
-    return [{"mean": float(c.mean()), "min": float(c[0]), "max": float(c[-1]), "count": int(c.size)}
-            for c in np.split(v, cuts) if c.size]
-
-
-def _sparkline(counts) -> str:
+def _sparkline(counts, width: int = 24) -> str:
+    """One character per bin, neighbouring bins summed so that at most `width` characters remain."""
     counts = np.asarray(counts, dtype=float)
+    group = -(-counts.size // width)
+    counts = np.add.reduceat(counts, np.arange(0, counts.size, group))
     if counts.max() <= 0:
         return ""
     levels = np.ceil(counts / counts.max() * (len(_SPARK) - 1)).astype(int)

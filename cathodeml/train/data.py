@@ -27,9 +27,9 @@ class LabelledSystem:
     atom_types [N] (indices into the model's type map); coords [nf, N, 3] Å; cells [nf, 3, 3] Å
     (rows = lattice vectors); energies [nf] eV; forces [nf, N, 3] eV/Å or None when the data has
     no force labels (energy-only frames: the force loss is off for them); virials [nf, 3, 3] eV or
-    None; moments [nf, N] μB (|moment| per atom, NaN where unknown) or None, for the error
-    breakdown.  A spin system also has `sites` (its virtual atoms, `cathodeml.spin.VirtualSites`)
-    and `spin_moments` [nf, M] or [nf, M, 3] μB (the host moments that place them): the virtual
+    None; moments [nf, N] μB (the signed moment a spin state is judged by,
+    `cathodeml.spin.state_moments`; NaN where unknown) or None, for the error breakdown.  A spin
+    system also has `sites` (its virtual atoms, `cathodeml.spin.VirtualSites`) and `spin_moments` [nf, M] or [nf, M, 3] μB (the host moments that place them): the virtual
     atoms are not stored but placed inside the energy (`cathodeml.model.energy_forces_virial`).
     `neighbours` is filled by the trainer with the model's neighbour lists over real + virtual atoms.
     """
@@ -109,7 +109,7 @@ def labelled_systems(dataset, where: str, need_labels: bool = True) -> list[Labe
             cells=np.asarray(s.cells, dtype=np.float64), energies=np.asarray(s.energies, dtype=np.float64),
             forces=None if s.forces is None else np.asarray(s.forces[:, :n_real], dtype=np.float64),
             virials=None if s.virials is None else np.asarray(s.virials, dtype=np.float64),
-            moments=_moment_magnitudes(s, n_real), nopbc=bool(s.nopbc),
+            moments=_state_moments(s, n_real), nopbc=bool(s.nopbc),
             sites=None if layout is None else layout.sites,
             spin_moments=None if layout is None else layout.moments,
         ))
@@ -118,14 +118,12 @@ def labelled_systems(dataset, where: str, need_labels: bool = True) -> list[Labe
     return out
 
 
-def _moment_magnitudes(system, n_real: int) -> np.ndarray | None:
-    if "magmom" in system.frame_data:
-        m = np.abs(np.asarray(system.frame_data["magmom"], dtype=np.float64))
-    elif "spin" in system.frame_data:
-        m = np.linalg.norm(np.asarray(system.frame_data["spin"], dtype=np.float64), axis=-1)
-    else:
-        return None
-    return m[:, :n_real]
+def _state_moments(system, n_real: int) -> np.ndarray | None:
+    """The real atoms' spin-state moments [nf, n_real] μB (`spin.state_moments`), or None."""
+    from cathodeml.spin import state_moments
+
+    m = state_moments(system.frame_data)
+    return None if m is None else m[:, :n_real]
 
 
 def split_validation(systems: list[LabelledSystem], fraction: float, rng: np.random.Generator):

@@ -3,8 +3,9 @@
 Predictions go through the training step's own batch function (`trainer.predict_batch`, the
 model's one energy path with virtual spin atoms placed inside it), vmapped over chunks of
 frames, so a test number is exactly what training optimised.  Errors are reported per system, per element (force components of that
-element's atoms), per atomic spin state (element and moment group, from the dataset's moments,
-states split where sorted |m| jumps by more than 0.5 μB) and per frame spin configuration
+element's atoms), per atomic spin state (element and moment group by the one rule of
+`cathodeml.spin`: signed moments split at gaps wider than STATE_GAP_MUB, as `info` and
+`augment-spin` report them) and per frame spin configuration
 (energies of frames with the same count of atoms in each state), in meV/atom and meV/Å.
 A model trained on spin data rebuilds the virtual atoms of a plain dataset from its recorded
 spin settings, so the same file can be tested with and without spin models.  Plots and JSON
@@ -25,7 +26,6 @@ from cathodeml.train.trainer import predict_batch
 
 
 MEV = 1000.0
-STATE_GAP_MUB = 0.5
 
 
 def systems_for_model(model, dataset, where: str) -> list[LabelledSystem]:
@@ -108,32 +108,21 @@ def _scaled(err: dict, factor: float, unit: str) -> dict:
     return {"rmse": err["rmse"] * factor, "mae": err["mae"] * factor, "n": err["n"], "unit": unit}
 
 
-def atom_spin_states(systems: list[LabelledSystem], type_map, gap: float = STATE_GAP_MUB) -> dict:
-    """Per element with moments: spin states as sorted-|m| groups, [{"center", "min", "max", "count"}] μB.
+def atom_spin_states(systems: list[LabelledSystem], type_map) -> dict:
+    """Spin states of each magnetic element, {element: [{"center", "min", "max", "count"}]} μB.
 
-    Elements whose moments never exceed 0.5 μB (e.g. Li, O) are left out.
+    `cathodeml.spin.element_spin_states` over the systems' moments (`LabelledSystem.moments`,
+    the signed `spin.state_moments`); non-magnetic elements (e.g. Li, O) are left out.
     """
-    from cathodeml.spin import spin_states
+    from cathodeml.spin import element_spin_states
 
-    values: dict[int, list[np.ndarray]] = {}
+    values: dict[str, list[np.ndarray]] = {}
     for s in systems:
         if s.moments is None:
             continue
         for t in np.unique(s.atom_types[: s.n_real]):
-            m = s.moments[:, s.atom_types[: s.n_real] == t].ravel()
-            values.setdefault(int(t), []).append(m[np.isfinite(m)])
-    out = {}
-    for t, chunks in values.items():
-        v = np.concatenate(chunks)
-        if v.size and v.max() > gap:
-            out[type_map[t]] = spin_states(v, gap)
-    return out
-
-
-def _state_index(moments: np.ndarray, states: list[dict]) -> np.ndarray:
-    centers = np.array([st["center"] for st in states])
-    idx = np.abs(np.nan_to_num(moments, nan=np.inf)[..., None] - centers).argmin(axis=-1)
-    return np.where(np.isfinite(moments), idx, -1)
+            values.setdefault(type_map[t], []).append(s.moments[:, s.atom_types[: s.n_real] == t].ravel())
+    return element_spin_states({el: np.concatenate(v) for el, v in values.items()})
 
 
 def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarray, np.ndarray]], type_map) -> dict:
@@ -141,6 +130,8 @@ def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarr
     spin configuration.  predictions: (energies, forces[, virials or None]) per system.
     Energies and virials in meV/atom, forces in meV/Å (component-wise RMSE and MAE).  Systems
     without force labels add nothing to the force figures (NaN with n = 0 when no system has any)."""
+    from cathodeml.spin import state_index
+
     type_map = list(type_map)
     states = atom_spin_states(systems, type_map)
     e_diff, f_diff = [], []
@@ -168,7 +159,7 @@ def error_report(systems: list[LabelledSystem], predictions: list[tuple[np.ndarr
             cols = np.flatnonzero(real_types == t)
             if s.moments is None or cols.size == 0:
                 continue
-            idx = _state_index(s.moments[:, cols], st)
+            idx = state_index(s.moments[:, cols], st)
             for k, group in enumerate(st):
                 name = f"{element} {group['center']:.1f} μB"
                 mask = idx == k
