@@ -29,8 +29,9 @@ class LabelledSystem:
     no force labels (energy-only frames: the force loss is off for them); virials [nf, 3, 3] eV or
     None; moments [nf, N] μB (the signed moment a spin state is judged by,
     `cathodeml.spin.state_moments`; NaN where unknown) or None, for the error breakdown.  A spin
-    system also has `sites` (its virtual atoms, `cathodeml.spin.VirtualSites`) and `spin_moments` [nf, M] or [nf, M, 3] μB (the host moments that place them): the virtual
-    atoms are not stored but placed inside the energy (`cathodeml.model.energy_forces_virial`).
+    system also has `sites` (its virtual atoms, `cathodeml.spin.VirtualSites`) and `spin_moments`
+    [nf, M] or [nf, M, 3] μB (the host moments that place them): the virtual atoms are not stored
+    but placed inside the energy (`cathodeml.model.energy_forces_virial`).
     `neighbours` is filled by the trainer with the model's neighbour lists over real + virtual atoms.
     """
 

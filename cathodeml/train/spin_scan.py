@@ -137,7 +137,7 @@ def _prepare(dataset, valid, settings, spin_settings, point, min_distance, min_h
         point.overlap, point.note = True, reason
         return None
     requested = list(settings.model.type_map)
-    type_map = (requested + [t for t in augmented.type_map if t.endswith("_spin") and t not in requested]
+    type_map = (requested + [t for t in augmented.type_map if spin.is_virtual_type(t) and t not in requested]
                 if requested else list(augmented.type_map))
     t = settings.training
     systems = _labelled(augmented, type_map, "training data")
