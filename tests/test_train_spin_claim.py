@@ -1,24 +1,13 @@
 """The spin paper's claim on data whose answer is known: one structure in two spin states has two
 energies; a spin-blind model cannot split them, virtual spin atoms can."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 from cathodeml import spin
 from cathodeml.train import data as D
 from cathodeml.train import trainer as T
 from cathodeml.train.config import TrainConfig, LearningRateSettings, LossSettings, ModelSettings, TrainingSettings
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _toy():
-    spec = importlib.util.spec_from_file_location("spin_toy", ROOT / "benchmarks" / "spin_toy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from spin_toy_data import toy_dataset
 
 
 SETTINGS = TrainConfig(
@@ -44,8 +33,7 @@ def _validation_energy_rmse(dataset, tmp_path, tag):
 
 
 def test_toy_energies_split_by_spin_state_for_identical_structures():
-    toy = _toy()
-    ds = toy.toy_dataset(3, states=("LS", "HS"), displacement=0.02, strain=0.01)
+    ds = toy_dataset(3, states=("LS", "HS"), displacement=0.02, strain=0.01)
     s = ds.systems[0]
     assert np.array_equal(s.coords[0], s.coords[1])  # same structure ...
     split = (s.energies[1::2] - s.energies[0::2]) / s.n_atoms
@@ -53,8 +41,7 @@ def test_toy_energies_split_by_spin_state_for_identical_structures():
 
 
 def test_virtual_spin_atoms_make_the_energy_rmse_ten_times_lower(tmp_path):
-    toy = _toy()
-    plain = toy.toy_dataset(16, states=("LS", "HS"), displacement=0.02, strain=0.01)
+    plain = toy_dataset(16, states=("LS", "HS"), displacement=0.02, strain=0.01)
     augmented, _ = spin.augment_dataset(plain, spin.SpinSettings.create(["Ni"], 0.3, 0.3))
     blind = _validation_energy_rmse(plain, tmp_path, "plain")
     aware = _validation_energy_rmse(augmented, tmp_path, "spin")

@@ -121,11 +121,13 @@ def test_restart_with_other_data_is_refused(small_nio, tmp_path, data_dir):
 
 
 def test_sigterm_sets_the_stop_flag_instead_of_killing():
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     with stop_on_signals() as should_stop:
+        assert all(signal.getsignal(sig) != h for sig, h in before.items())  # ours is installed
         assert not should_stop()
         os.kill(os.getpid(), signal.SIGTERM)
         assert should_stop()
-    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or callable(signal.getsignal(signal.SIGTERM))
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # and the previous ones are back
 
 
 _TWO_DEVICE_SCRIPT = textwrap.dedent("""
