@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DP_INTRA_OP_PARALLELISM_THREADS", str(os.cpu_count()))
 os.environ.setdefault("DP_INTER_OP_PARALLELISM_THREADS", "1")
 WATER = Path(os.environ.get("CATHODEML_WATER", "/work/shared/data/deepmd/water"))
-LAMMPS_ISSUE_ATOM_STEPS_PER_S = 452.0  # issue 6: LAMMPS 2025 + DeePMD-kit 3.2, 1,536 atoms, this machine
+LAMMPS_ISSUE_ATOM_STEPS_PER_S = 452.0  # measured earlier: LAMMPS 2025 + DeePMD-kit 3.2 (uncompressed), 1,536 atoms, this machine
 DT_FS, T_K = 0.25, 300.0  # short steps: the random-weight model pulls atoms together within ~10 fs
 
 

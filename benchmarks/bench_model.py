@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DP_INTRA_OP_PARALLELISM_THREADS", str(os.cpu_count()))
 os.environ.setdefault("DP_INTER_OP_PARALLELISM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
-NOMINAL_FLOP_PER_ATOM = 8.5e6  # energy+forces of this architecture, all Σsel slots evaluated (issue 3)
+NOMINAL_FLOP_PER_ATOM = 8.5e6  # energy+forces of this architecture, all Σsel slots evaluated (an estimate, for the efficiency column)
 WATER = Path(os.environ.get("CATHODEML_WATER", "/work/shared/data/deepmd/water"))
 
 

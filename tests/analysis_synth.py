@@ -1,5 +1,5 @@
 """Synthetic trajectories with known transport for the analyze tests, and a minimal H5MD writer
-that follows the project's trajectory layout (contract 4) written directly with h5py."""
+that follows the H5MD layout `cathodeml md` writes (cathodeml.io.h5md), written directly with h5py."""
 
 from __future__ import annotations
 

@@ -165,3 +165,15 @@ def test_float32_model_exports_float32_arrays_and_reads_back_to_single_precision
     back = import_deepmd(tmp_path / "m32.dp")
     assert back.config.precision == "float32"
     assert parameters_identical(model, back, rtol=1e-7) and not parameters_identical(model, back)
+
+
+def test_an_export_that_does_not_read_back_is_a_bug_and_leaves_no_file(tmp_path, data_dir, monkeypatch):
+    import cathodeml.model.store as store
+
+    dp, h5 = data_dir / "deepmd/reference/se_e2_a_tos_true.dp", tmp_path / "m.h5"
+    assert runner.invoke(app, ["import", str(dp), "-o", str(h5)]).exit_code == 0
+    monkeypatch.setattr(store, "parameters_identical", lambda *a, **k: False)  # a writer/reader mismatch
+    for command, source, output in (("export", h5, "m.dp"), ("import", dp, "again.h5")):
+        r = runner.invoke(app, [command, str(source), "-o", str(tmp_path / output)])
+        assert r.exit_code != 0 and isinstance(r.exception, RuntimeError)  # a traceback, not "error: ..."
+        assert not (tmp_path / output).exists() and not list(tmp_path.glob(f".{output}.*"))

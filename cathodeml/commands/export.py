@@ -25,16 +25,19 @@ def export(
 
     if output.suffix != ".dp":
         raise CathodemlError(f"{output}: the output must end in .dp (DeePMD-kit picks the backend by suffix)")
+    from cathodeml.io.atomic import atomic_output
+
     model = load_model(model_path)
-    export_deepmd(output, model)
     # float32 models are written as float32 arrays: compare to single-precision rounding
     rtol = 1e-7 if model.config.precision == "float32" else 0.0
-    identical = parameters_identical(model, import_deepmd(output), rtol=rtol)
+    with atomic_output(output) as tmp:  # the .dp appears only once it has read back identical
+        export_deepmd(tmp, model)
+        if not parameters_identical(model, import_deepmd(tmp), rtol=rtol):
+            # not the user's doing: a writer/reader mismatch, so a traceback, not a one-line error
+            raise RuntimeError(f"{output}: the exported file does not read back identical to {model_path}")
     summary = {"model": str(model_path), "output": str(output), "type_map": list(model.type_map),
-               "n_parameters": model.n_parameters(), "round_trip_identical": identical,
+               "n_parameters": model.n_parameters(), "round_trip_identical": True,
                "dropped": ["spin settings"] if model.spin else []}
-    if not identical:
-        raise CathodemlError(f"{output}: the written file does not read back identical (please report this bug)")
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:

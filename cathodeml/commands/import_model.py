@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from cathodeml.commands.options import AsJson, Quiet
-from cathodeml.errors import CathodemlError
 
 
 def import_model(
@@ -23,11 +22,15 @@ def import_model(
     """Import a DeePMD-kit .dp se_e2_a energy model as model.h5 (usable by test and md)."""
     from cathodeml.model.store import load_model, parameters_identical, save_model  # JAX loads only when the command runs
 
+    from cathodeml.io.atomic import atomic_output
+
     model = load_model(dp_path)  # the one loader: refuses a missing file or a .pth with the convert hint
-    save_model(output, model)
-    identical = parameters_identical(model, load_model(output))
-    if not identical:
-        raise CathodemlError(f"{output}: the written file does not read back identical (please report this bug)")
+    with atomic_output(output) as tmp:  # model.h5 appears only once it has read back identical
+        save_model(tmp, model)
+        if not parameters_identical(model, load_model(tmp)):
+            # not the user's doing: a writer/reader mismatch, so a traceback, not a one-line error
+            raise RuntimeError(f"{output}: the written model does not read back identical to {dp_path}")
+    identical = True
     c = model.config
     summary = {"input": str(dp_path), "output": str(output), "type_map": list(c.type_map), "rcut": c.rcut,
                "sel": list(c.sel), "embedding_neurons": list(c.embedding_neurons),

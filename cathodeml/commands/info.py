@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -11,24 +12,21 @@ from rich.console import Console
 from cathodeml.commands.options import AsJson
 from cathodeml.errors import CathodemlError
 
-# kind → function(path) -> dict summary; each part of the chain adds its describer here.
-DESCRIBERS: dict = {}
+# kind → (module, function) of the describer: imported only when asked for, so `info` on a dataset
+# does not load JAX.
+DESCRIBERS = {
+    "dataset": ("cathodeml.commands.describe", "describe_dataset"),
+    "model": ("cathodeml.commands.describe_model", "describe_model"),
+    "trajectory": ("cathodeml.commands.describe_trajectory", "describe_trajectory"),
+    "checkpoint": ("cathodeml.commands.train", "describe_checkpoint"),
+}
 
 
 def _describer(kind: str):
     if kind not in DESCRIBERS:
-        if kind == "dataset":
-            from cathodeml.commands.describe import describe_dataset as fn
-        elif kind == "model":
-            from cathodeml.commands.describe_model import describe_model as fn
-        elif kind == "trajectory":
-            from cathodeml.commands.describe_trajectory import describe_trajectory as fn
-        elif kind == "checkpoint":
-            from cathodeml.commands.train import describe_checkpoint as fn
-        else:
-            raise CathodemlError(f"no describer for files of kind {kind!r}")
-        DESCRIBERS[kind] = fn
-    return DESCRIBERS[kind]
+        raise CathodemlError(f"no describer for files of kind {kind!r}")
+    module, name = DESCRIBERS[kind]
+    return getattr(importlib.import_module(module), name)
 
 
 def info(

@@ -1,13 +1,13 @@
-"""H5MD 1.1 trajectories written frame by frame, plus MD checkpoints and a minimal reader.
+"""H5MD 1.1 trajectories written frame by frame (the reader is `cathodeml.io.trajectory`).
 
 A trajectory is a log that grows for hours, so unlike the other outputs it is not written to a
 temporary file and renamed at the end: every time-dependent dataset is chunked and resizable along
 frames, each frame is appended to all of them and the file is flushed, so a run that crashes or
 is killed leaves every frame written so far readable.  Consistency across crashes comes from
-the checkpoint instead: `--restart` truncates the trajectory to the last checkpoint's step and
-continues from there.  Checkpoints are small and *are* written atomically (temp file + rename).
+the checkpoint instead (`cathodeml.io.checkpoint`, small and written atomically): `--restart`
+truncates the trajectory to the last checkpoint's step and continues from there.
 
-Layout (contract 4 in the project briefs): `/h5md` (version [1,1], author, creator),
+Layout (H5MD 1.1, what `analyze` and `info` read): `/h5md` (version [1,1], author, creator),
 `/particles/all/{position (Å, unwrapped), image (int32: cell images, so wrapped = position −
 image·box), velocity (Å/fs, optional), box/edges ([3,3] Å, rows are lattice vectors), species
 (indices into the type map), mass (amu)}`, `/observables/{temperature (K), potential_energy,
@@ -26,6 +26,7 @@ import numpy as np
 
 from cathodeml import __version__
 from cathodeml.errors import InputFormatError
+from cathodeml.geometry import image_counts
 
 OBSERVABLES = ("temperature", "potential_energy", "kinetic_energy", "conserved_energy")
 _UNITS = {"position": "Å", "velocity": "Å fs-1", "edges": "Å", "time": "fs", "temperature": "K",
@@ -123,7 +124,7 @@ class TrajectoryWriter:
         {temperature K, potential/kinetic/conserved energy eV}; flushed to disk."""
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.asarray(cell, dtype=np.float64)
-        image = np.floor(np.linalg.solve(cell.T, positions.T).T).astype(np.int32)
+        image = image_counts(positions, cell).astype(np.int32)
         part = self.f["particles/all"]
         _append(part["position"], positions, step, time_fs)
         _append(part["image"], image, step, time_fs)

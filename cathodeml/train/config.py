@@ -19,12 +19,9 @@ import tomllib
 from pathlib import Path
 
 from cathodeml.errors import CathodemlError
-from cathodeml.model.config import ModelConfig
+from cathodeml.model.config import ACTIVATIONS, PRECISIONS, ModelConfig
 
 _ARCH = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
-
-PRECISIONS = ("float64", "float32")
-ACTIVATIONS = ("tanh", "none", "linear", "relu", "gelu", "gelu_tf", "softplus", "sigmoid", "silu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +214,7 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     need(len(m.fitting_neurons) > 0 and all(int(n) > 0 for n in m.fitting_neurons), "model.fitting_neurons must be positive widths")
     need(0 < m.axis_neuron <= m.embedding_neurons[-1], "model.axis_neuron must be between 1 and the last embedding width")
     need(m.precision in PRECISIONS, f"model.precision must be one of {', '.join(PRECISIONS)}")
-    need(m.activation in ACTIVATIONS, f"model.activation must be one of {', '.join(ACTIVATIONS)}")
+    need(m.activation.lower() in ACTIVATIONS, f"model.activation must be one of {', '.join(ACTIVATIONS)}")
     need(lr.start_lr > 0 and 0 < lr.stop_lr <= lr.start_lr, "need 0 < learning_rate.stop_lr ≤ learning_rate.start_lr")
     need(lr.decay_steps > 0, "learning_rate.decay_steps must be positive")
     for key, value in dataclasses.asdict(loss).items():
