@@ -120,3 +120,27 @@ def test_files_from_the_md_writer_read_back_continuous(tmp_path):
         assert h.temperature_K == 600.0 and h.timestep_fs == 20.0 and h.symbols == tuple(["Li"] * 8 + ["Cl"] * 4)
         chunk = next(traj.chunks())
     np.testing.assert_allclose(unwrap_with_images(chunk.positions, chunk.images, chunk.cells), x, atol=1e-12)
+
+
+def test_a_trajectory_that_md_is_still_writing_can_be_read(tmp_path):
+    """md keeps its H5MD file open (and locked by HDF5) for the whole run; info and analyze, run
+    from another process, must read the frames flushed so far, not call it 'not a trajectory'."""
+    import subprocess
+    import sys
+
+    from cathodeml.io.h5md import TrajectoryWriter
+
+    path, cell = tmp_path / "running.h5", np.eye(3) * 10.0
+    positions = np.random.default_rng(0).uniform(0, 10, (4, 3))
+    obs = {"temperature": 300.0, "potential_energy": -1.0, "kinetic_energy": 0.1, "conserved_energy": -0.9}
+    reader = ("import sys; from cathodeml.io.dataset import file_kind; from cathodeml.io.trajectory import open_trajectory\n"
+              "t = open_trajectory(sys.argv[1]); print(file_kind(sys.argv[1]), t.header.n_frames)")
+    with TrajectoryWriter.create(path, species=np.zeros(4, int), masses=np.full(4, 6.94), type_map=["Li"], cell=cell,
+                                 parameters={"dt_fs": 1.0}) as writer:
+        for step in range(3):
+            writer.append(step=step, time_fs=float(step), positions=positions + 0.1 * step, cell=cell, observables=obs)
+        read = subprocess.run([sys.executable, "-c", reader, str(path)], capture_output=True, text=True)
+        assert read.stdout.split() == ["trajectory", "3"], read.stderr[-1000:]
+        info = subprocess.run([sys.executable, "-m", "cathodeml.cli", "info", str(path), "--json"],
+                              capture_output=True, text=True)
+        assert info.returncode == 0, info.stderr[-1000:]

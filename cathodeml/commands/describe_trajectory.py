@@ -17,7 +17,7 @@ def describe_trajectory(path):
         first = next(traj.chunks(chunk_bytes=1), None)
         cell = first.cells[0] if first is not None else np.full((3, 3), np.nan)
     observables = {}
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False) as f:  # may be a running md's trajectory
         for name, g in f.get("observables", {}).items():
             if isinstance(g, h5py.Group) and "value" in g and g["value"].shape[0]:
                 v = g["value"][()]

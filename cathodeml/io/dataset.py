@@ -391,7 +391,8 @@ def file_format(path: str | os.PathLike) -> tuple[str, str] | None:
     "deepmd/dp" (a DeePMD-kit model: root attribute "json" holding the serialized model).
     """
     try:
-        with h5py.File(path, "r") as f:
+        # no lock: a trajectory that `md` is still writing must be recognisable (and readable)
+        with h5py.File(path, "r", locking=False) as f:
             if "h5md" in f:
                 return "trajectory", "h5md"
             kind = _json_attrs(f).get("kind")

@@ -133,7 +133,9 @@ def open_trajectory(path: str | os.PathLike, format: str | None = None) -> Traje
 
 
 def _open_h5md(path: Path) -> Trajectory:
-    f = h5py.File(path, "r")
+    # no lock: `md` holds its trajectory open (and flushed frame by frame) for the whole run, and
+    # `info`/`analyze` on a running job should read the frames written so far
+    f = h5py.File(path, "r", locking=False)
     try:
         if "h5md" not in f or "particles" not in f:
             raise InputFormatError(f"{path} is an HDF5 file but not an H5MD trajectory (no /h5md and /particles)")
