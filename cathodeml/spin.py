@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from cathodeml import geometry
 from cathodeml.errors import CathodemlError, InputFormatError
 from cathodeml.io.dataset import Dataset, System
 
@@ -310,33 +311,26 @@ def contact_distances(coords: np.ndarray, cells: np.ndarray, periodic: bool, n_r
     (that distance is |η·S + d| by construction); the host's periodic images are kept.
     """
     coords = np.asarray(coords, dtype=np.float64)
-    nf, m = coords.shape[0], coords.shape[1] - n_real
+    m = coords.shape[1] - n_real
     diff = coords[:, None, :, :] - coords[:, n_real:, None, :]  # [nf, M, A, 3]: r_b - r_a
     if periodic:
         cells = np.asarray(cells, dtype=np.float64)
-        volume = np.abs(np.linalg.det(cells))
+        volume = geometry.cell_volume(cells)
         if np.any(volume < 1e-9):
             f = int(np.argmin(volume))
             raise CathodemlError(f"frame {f} has a singular cell {cells[f].tolist()}; a molecule or cluster "
                                  "needs its system marked non-periodic (nopbc)")
-        shape = diff.shape
-        frac = (diff.reshape(nf, -1, 3) @ np.linalg.inv(cells)).reshape(shape)
-        wrap = np.round(frac)
-        diff = ((frac - wrap).reshape(nf, -1, 3) @ cells).reshape(shape)
-        faces = np.cross(cells[:, [1, 2, 0]], cells[:, [2, 0, 1]])  # a_j × a_k for i = 0, 1, 2
-        widths = volume[:, None] / np.linalg.norm(faces, axis=-1)  # [nf, 3]
-        reach = np.floor(cutoff / widths.min(axis=0) + 0.5).astype(int)
-        ranges = [np.arange(-n, n + 1) for n in reach]
-        images = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
-        shifts = images.astype(np.float64) @ cells  # [nf, K, 3]
+        folded, wrap = geometry.fold_fractional(geometry.fractional(diff, cells))
+        diff = geometry.cartesian(folded, cells)
+        reach = geometry.image_reach(cells, cutoff)
+        shifts = geometry.lattice_images(reach).astype(np.float64) @ cells  # [nf, K, 3]
         dist = np.linalg.norm(diff[:, :, :, None, :] + shifts[:, None, None, :, :], axis=-1)  # [nf, M, A, K]
         # The unshifted host pair is image n = wrap; blank it where that image was searched.
-        sizes = 2 * reach + 1
         for k, h in enumerate(np.asarray(host_index, dtype=np.int64)):
-            w = wrap[:, k, h].astype(int)  # [nf, 3]
+            w = wrap[:, k, h]  # [nf, 3]
             inside = np.all(np.abs(w) <= reach, axis=-1)
-            idx = ((w[:, 0] + reach[0]) * sizes[1] + (w[:, 1] + reach[1])) * sizes[2] + (w[:, 2] + reach[2])
-            dist[np.flatnonzero(inside), k, h, idx[inside]] = np.inf
+            idx = np.ravel_multi_index(tuple((w[inside] + reach).T), tuple(2 * reach + 1))
+            dist[np.flatnonzero(inside), k, h, idx] = np.inf
         dist = dist.min(axis=-1)
     else:
         dist = np.linalg.norm(diff, axis=-1)

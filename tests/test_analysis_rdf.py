@@ -7,7 +7,8 @@ from ase import Atoms
 from ase.build import bulk
 from ase.geometry.rdf import get_rdf
 
-from cathodeml.analysis.rdf import RdfAccumulator, first_shell, perpendicular_widths
+from cathodeml.analysis.rdf import RdfAccumulator, first_shell
+from cathodeml.geometry import perpendicular_widths
 from cathodeml.errors import CathodemlError
 
 TRICLINIC = np.array([[14.0, 0.0, 0.0], [4.0, 13.0, 0.0], [-3.0, 2.5, 15.0]])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
+from cathodeml import geometry
 from cathodeml.errors import CathodemlError
 
 # A minimum-image step this close to half a cell is ambiguous (the ion may have gone the other way).
@@ -33,8 +34,7 @@ def minimum_image_steps(frac: np.ndarray, previous: np.ndarray | None = None) ->
     """
     if previous is not None:
         frac = np.concatenate([previous[None], frac], axis=0)
-    steps = np.diff(frac, axis=0)
-    steps -= np.round(steps)
+    steps = geometry.fold_fractional(np.diff(frac, axis=0))[0]
     if steps.size:
         worst = np.abs(steps).max()
         if worst >= MAX_FRACTIONAL_STEP:
@@ -43,24 +43,6 @@ def minimum_image_steps(frac: np.ndarray, previous: np.ndarray | None = None) ->
                 f"atom {i} moves {worst:.2f} of a cell vector between stored frames {f} and {f + 1}: jumps near or "
                 "beyond half a cell cannot be unwrapped; store frames more often or give image counts (H5MD)")
     return steps
-
-
-def _times_matrices(x: np.ndarray, matrices: np.ndarray) -> np.ndarray:
-    """x [nf, N, 3] times one 3×3 matrix per frame [nf, 3, 3]; a single BLAS product when the
-    matrices are all equal (fixed cell, the usual NVT case)."""
-    if len(matrices) and np.all(matrices == matrices[0]):
-        return (x.reshape(-1, 3) @ matrices[0]).reshape(x.shape)
-    return np.matmul(x, matrices)
-
-
-def to_fractional(positions: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Cartesian positions [nf, N, 3] Å in cells [nf, 3, 3] Å (rows = lattice vectors) → fractional."""
-    return _times_matrices(positions, np.linalg.inv(cells))
-
-
-def to_cartesian(frac: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Fractional coordinates or displacements [nf, N, 3] in cells [nf, 3, 3] Å → Cartesian Å."""
-    return _times_matrices(frac, cells)
 
 
 def unwrap_with_images(positions: np.ndarray, images: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -75,10 +57,10 @@ def unwrap_with_images(positions: np.ndarray, images: np.ndarray, cells: np.ndar
         return positions
     f, n = np.nonzero(moved)
     f, n = f[:4096], n[:4096]
-    frac = np.einsum("kj,kji->ki", positions[f, n], np.linalg.inv(cells[f]))
+    frac = geometry.fractional(positions[f, n], cells[f])  # one cell per sampled atom
     if np.any((frac < -1e-6) | (frac > 1 + 1e-6)):
         return positions
-    return positions + _times_matrices(images.astype(np.float64), cells)
+    return positions + geometry.cartesian(images, cells)
 
 
 def framework_drift(unwrapped: np.ndarray, masses: np.ndarray) -> np.ndarray:

@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cathodeml import units
+from cathodeml import geometry, units
 from cathodeml.analysis import msd as msd_mod
 from cathodeml.analysis import transport
-from cathodeml.analysis.rdf import RdfAccumulator, first_shell, perpendicular_widths
+from cathodeml.analysis.rdf import RdfAccumulator, first_shell
 from cathodeml.analysis.transport import Estimate
 from cathodeml.errors import CathodemlError
 
@@ -250,9 +250,9 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
         elif header.positions_unwrapped:
             unwrapped = p
         else:
-            frac = msd_mod.to_fractional(p, cells)
+            frac = geometry.fractional(p, cells)
             steps = msd_mod.minimum_image_steps(frac, prev_frac)
-            cart = msd_mod.to_cartesian(steps, cells if prev_frac is not None else cells[1:])
+            cart = geometry.cartesian(steps, cells if prev_frac is not None else cells[1:])
             start = prev_unwrapped if prev_unwrapped is not None else p[0]
             unwrapped = start[None] + np.cumsum(cart, axis=0)
             if prev_unwrapped is None:
@@ -261,12 +261,12 @@ def analyze_trajectory(trajectory, settings: AnalysisSettings, *, temperature_k:
         positions[lo:hi] = unwrapped[:, mobile]
         if len(framework):
             com[lo:hi] = msd_mod.framework_drift(unwrapped[:, framework], masses)
-        volumes[lo:hi] = np.abs(np.linalg.det(cells))
+        volumes[lo:hi] = geometry.cell_volume(cells)
         if settings.rdf_pairs:
             for k in range(len(chunk)):
                 if lo + k in rdf_frames:
                     if rdf is None:
-                        r_max = settings.rdf_rmax or min(10.0, 0.5 * perpendicular_widths(cells[k]).min() - 1e-6)
+                        r_max = settings.rdf_rmax or min(10.0, 0.5 * geometry.perpendicular_widths(cells[k]).min() - 1e-6)
                         rdf = RdfAccumulator(symbols, list(settings.rdf_pairs), r_max, settings.rdf_bins)
                     rdf.add_frame(p[k], cells[k])
         done = hi

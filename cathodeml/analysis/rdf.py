@@ -15,12 +15,7 @@ import dataclasses
 import numpy as np
 
 from cathodeml.errors import CathodemlError
-
-
-def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
-    """Distances (Å) between opposite faces of the cell [3, 3] Å (rows = lattice vectors)."""
-    volume = abs(np.linalg.det(cell))
-    return np.array([volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)])
+from cathodeml.geometry import cell_volume, perpendicular_widths
 
 
 def pair_distances(positions: np.ndarray, cell: np.ndarray, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,7 +65,7 @@ class RdfAccumulator:
         if self.r_max > 0.5 * widths.min() + 1e-9:
             raise CathodemlError(f"RDF r_max {self.r_max:g} Å exceeds half the cell width ({0.5 * widths.min():.2f} Å): "
                                  "lower --rdf-rmax")
-        volume = abs(np.linalg.det(cell))
+        volume = float(cell_volume(cell))
         i, j, d = pair_distances(positions[self._atoms], cell, self.r_max)
         ci, cj = self._code[i], self._code[j]
         for pair, (a, b) in zip(self.pairs, self._pair_codes):

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cathodeml.geometry import wrap
+
 
 @dataclasses.dataclass(frozen=True)
 class Potential:
@@ -88,9 +90,7 @@ def build_pair_list(positions, cell, cutoff: float, previous: PairList | None = 
 
     positions = np.asarray(positions, dtype=float)
     cell = np.asarray(cell, dtype=float)
-    frac = np.linalg.solve(cell.T, positions.T).T
-    image = np.floor(frac)
-    wrapped = (frac - image) @ cell
+    wrapped, image = wrap(positions, cell)
     i, j, s = NeighborList(cutoff=cutoff, full_list=False).compute(
         points=wrapped, box=cell, periodic=True, quantities="ijS")
     # r_ij = w_j − w_i + S·cell = x_j − x_i + (S − n_j + n_i)·cell for unwrapped x = w + n·cell.
