@@ -21,7 +21,7 @@ from rich.table import Table
 
 from cathodeml.commands.options import AsJson, Quiet
 from cathodeml.errors import CathodemlError, TypeMapError
-from cathodeml.io.ingest import drop_duplicate_sources, ingest_summary, plan_append, read_outcars
+from cathodeml.io.ingest import check_output, drop_duplicate_sources, ingest_automag, ingest_summary, plan_append, read_outcars
 from cathodeml.io.ingest import read_outcar_or_error as _read_one  # a module attribute: tests interrupt it
 
 
@@ -49,18 +49,19 @@ def ingest(
     order = _parse_type_map(type_map)
     selection = {"orderings": _patterns(orderings), "exclude": _patterns(exclude_orderings)}
     if _automag_inputs(paths, poscars, selection):
-        summary = _ingest_automag(paths, output, order, poscars, append, energy, keep_unconverged, skip_bad, quiet,
-                                  selection)
+        console = Console(stderr=True, quiet=quiet, soft_wrap=True)
+        summary = ingest_automag(paths, output, type_map=order, poscars=poscars, append=append, energy=energy,
+                                 keep_unconverged=keep_unconverged, skip_missing=skip_bad, **selection,
+                                 on_skip=lambda p, s: console.print(f"[yellow]skipped[/yellow] {p}: ordering "
+                                                                    f"{s['ordering']}: {s['reason']}"),
+                                 on_nothing_new=lambda: console.print(f"nothing new to add; {output} left as it was"))
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
         elif not quiet:
             _render_automag(Console(), summary)
         return
     files = find_outcars(paths)
-    if output.resolve() in {f.resolve() for f in files}:
-        raise CathodemlError(f"{output}: the output is also an input; choose another -o")
-    if output.is_dir() or not output.resolve().parent.is_dir():
-        raise CathodemlError(f"{output}: not a writable file path (a directory, or its folder does not exist); fix -o")
+    check_output(output, files)
 
     known, base_map = {}, []
     if append and output.exists():
@@ -187,52 +188,6 @@ def _automag_inputs(paths: list[str], poscars: Path | None, selection: dict) -> 
     if poscars is not None and len(paths) > 1:
         raise CathodemlError("--poscars names the POSCAR folder of one singlepoint file; ingest the files one at a time")
     return bool(flags) and all(flags)
-
-
-def _ingest_automag(paths, output: Path, order, poscars, append: bool, energy: str, keep_unconverged: bool,
-                    skip_bad: bool, quiet: bool, selection: dict) -> dict:
-    """Read automag singlepoint files (energies and moments, no forces) and write the dataset."""
-    import numpy as np
-
-    from cathodeml.io.automag import read_automag
-    from cathodeml.io.dataset import Dataset, write_dataset
-
-    if output.resolve() in {Path(p).resolve() for p in paths}:
-        raise CathodemlError(f"{output}: the output is also an input; choose another -o")
-    if output.is_dir() or not output.resolve().parent.is_dir():
-        raise CathodemlError(f"{output}: not a writable file path (a directory, or its folder does not exist); fix -o")
-    known = {}
-    if append and output.exists():
-        plan = plan_append(output, energy, order)
-        order, known = plan.type_map, dict(plan.known_sources)
-    console = Console(stderr=True, quiet=quiet, soft_wrap=True)
-    systems, sources, type_map = [], [], order
-    for p in paths:
-        read = read_automag(p, poscars, type_map=type_map, keep_unconverged=keep_unconverged, skip_missing=skip_bad,
-                            **selection)
-        type_map = read.dataset.type_map
-        for skipped in read.skipped:
-            console.print(f"[yellow]skipped[/yellow] {p}: ordering {skipped['ordering']}: {skipped['reason']}")
-        system = read.dataset.systems[0]
-        fresh = np.array([sha not in known for sha in system.frame_data["source_sha256"]])
-        known.update({sha: f"already in {output}" for sha in system.frame_data["source_sha256"]})
-        sources.append({"path": str(p), "poscars": str(read.poscar_dir), "orderings": len(read.orderings),
-                        "new": int(fresh.sum()), "skipped": read.skipped})
-        if fresh.any():
-            systems.append(system.select(np.flatnonzero(fresh)))
-    groups = write_dataset(output, Dataset(type_map, systems, {"source_format": "automag/singlepoint"}),
-                           append=append) if systems else []
-    if not systems:
-        console.print(f"nothing new to add; {output} left as it was")
-    return {
-        "output": str(output), "source_format": "automag/singlepoint",
-        "files": {"found": len(paths), "ingested": sum(1 for s in sources if s["new"])},
-        "frames": {"kept": sum(s.n_frames for s in systems), "skipped": sum(len(s["skipped"]) for s in sources),
-                   "already_in_output": sum(s["orderings"] - s["new"] for s in sources)},
-        "labels": ["energies", "magnetic moments"], "forces": "absent (energy-only data)",
-        "systems": [{"name": g, "frames": s.n_frames, "atoms": s.n_atoms} for g, s in zip(groups, systems)],
-        "type_map": list(type_map), "sources": sources,
-    }
 
 
 def _render_automag(console: Console, summary: dict) -> None:

@@ -1,4 +1,5 @@
-"""Many VASP runs into one dataset: parsing in a process pool, and the plan for adding to a file.
+"""Many VASP runs into one dataset: parsing in a process pool, the plan for adding to a file, and
+automag's single-point tables.
 
 OUTCARs are parsed independently, so a pool of worker processes reads them in parallel; the
 result is put back in the order of the input list, so the dataset does not depend on which
@@ -37,6 +38,14 @@ class AppendPlan:
     type_map: list[str] | None
     file_type_map: list[str]
     known_sources: dict[str, str]
+
+
+def check_output(output: Path, inputs) -> None:
+    """Refuse an output path that is one of the inputs, a directory, or in a folder that does not exist."""
+    if output.resolve() in {Path(p).resolve() for p in inputs}:
+        raise CathodemlError(f"{output}: the output is also an input; choose another -o")
+    if output.is_dir() or not output.resolve().parent.is_dir():
+        raise CathodemlError(f"{output}: not a writable file path (a directory, or its folder does not exist); fix -o")
 
 
 def plan_append(output: str | os.PathLike, energy: str, type_map: list[str] | None) -> AppendPlan:
@@ -188,4 +197,58 @@ def ingest_summary(output, files, stats, duplicates, failed, dataset, groups, en
         "sources": stats,
         "duplicates": duplicates,
         "failed": failed,
+    }
+
+
+# ----------------------------------------------------------------------------- automag single points
+
+
+def ingest_automag(paths, output: Path, *, type_map: list[str] | None = None, poscars: Path | None = None,
+                   append: bool = False, energy: str = "free", keep_unconverged: bool = False,
+                   skip_missing: bool = False, orderings=None, exclude=None,
+                   on_skip: Callable[[str, dict], None] | None = None,
+                   on_nothing_new: Callable[[], None] | None = None) -> dict:
+    """Read automag *_singlepoint.txt files (energies and moments of magnetic orderings, no forces)
+    with their enumlib POSCARs and write them to `output`; returns the summary `ingest --json` prints.
+
+    With `append`, orderings whose source (sha256 of the record) is already in the file are left
+    out, like OUTCARs; `orderings`/`exclude` are name patterns (a held-out split).
+    """
+    import numpy as np
+
+    from cathodeml.io.automag import read_automag
+    from cathodeml.io.dataset import Dataset, write_dataset
+
+    check_output(output, paths)
+    known = {}
+    if append and output.exists():
+        plan = plan_append(output, energy, type_map)
+        type_map, known = plan.type_map, dict(plan.known_sources)
+    systems, sources = [], []
+    for p in paths:
+        read = read_automag(p, poscars, type_map=type_map, keep_unconverged=keep_unconverged, skip_missing=skip_missing,
+                            orderings=orderings, exclude=exclude)
+        type_map = read.dataset.type_map
+        for skipped in read.skipped:
+            if on_skip:
+                on_skip(str(p), skipped)
+        system = read.dataset.systems[0]
+        fresh = np.array([sha not in known for sha in system.frame_data["source_sha256"]])
+        known.update({sha: f"already in {output}" for sha in system.frame_data["source_sha256"]})
+        sources.append({"path": str(p), "poscars": str(read.poscar_dir), "orderings": len(read.orderings),
+                        "new": int(fresh.sum()), "skipped": read.skipped})
+        if fresh.any():
+            systems.append(system.select(np.flatnonzero(fresh)))
+    groups = write_dataset(output, Dataset(type_map, systems, {"source_format": "automag/singlepoint"}),
+                           append=append) if systems else []
+    if not systems and on_nothing_new:
+        on_nothing_new()
+    return {
+        "output": str(output), "source_format": "automag/singlepoint",
+        "files": {"found": len(paths), "ingested": sum(1 for s in sources if s["new"])},
+        "frames": {"kept": sum(s.n_frames for s in systems), "skipped": sum(len(s["skipped"]) for s in sources),
+                   "already_in_output": sum(s["orderings"] - s["new"] for s in sources)},
+        "labels": ["energies", "magnetic moments"], "forces": "absent (energy-only data)",
+        "systems": [{"name": g, "frames": s.n_frames, "atoms": s.n_atoms} for g, s in zip(groups, systems)],
+        "type_map": list(type_map), "sources": sources,
     }
