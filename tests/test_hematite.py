@@ -22,6 +22,7 @@ from cathodeml.errors import CathodemlError
 from cathodeml.io.automag import read_automag
 from cathodeml.io.dataset import read_dataset, write_dataset
 from cathodeml.train import data as D
+from cathodeml.train import plan as P
 from cathodeml.train import trainer as T
 from cathodeml.train.config import LearningRateSettings, LossSettings, ModelSettings, TrainConfig, TrainingSettings
 from cathodeml.train.loss import energy_force_virial_loss
@@ -127,9 +128,9 @@ def _train(dataset, tmp_path, tag, steps=5):
     systems = D.labelled_systems(dataset, tag)
     assert all(s.forces is None for s in systems)
     D.assign_batch_sizes(systems, 2)
-    config = T.model_config_for(settings.model, dataset.type_map, systems)
-    T.prepare_neighbours(config, systems)
-    params, stats = T.initial_model(config, systems, 1, 4)
+    config = P.model_config_for(settings.model, dataset.type_map, systems)
+    P.prepare_neighbours(config, systems)
+    params, stats = P.initial_model(config, systems, 1, 4)
     result = T.train(config, T.new_run_state(params, stats), systems, systems[:0], settings,
                      lcurve_path=tmp_path / f"{tag}.out", checkpoint_path=tmp_path / f"{tag}.h5")
     return config, result, systems

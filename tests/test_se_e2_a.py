@@ -122,7 +122,7 @@ def test_virial_is_minus_strain_derivative_by_finite_differences(data_dir, name)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", MODELS)
 def test_the_train_and_test_path_matches_deepmd_kit(data_dir, name, case):
-    # `cathodeml test` and the training step evaluate frames through trainer.predict_batch (vmapped
+    # `cathodeml test` and the training step evaluate frames through train.step.predict_batch (vmapped
     # model.energy_forces_virial); DeePMD-kit's numbers must come out of that path too, not only `evaluate`.
     from cathodeml.train.data import LabelledSystem
     from cathodeml.train.evaluate import predict_system

@@ -34,8 +34,9 @@ _PROCESS = textwrap.dedent("""
     import json
     import cathodeml.train.trainer as trainer
     from cathodeml.cli import app
+    from cathodeml.train.plan import plan_run
 
-    held, inner = [], trainer.train_step
+    held, inner = [], trainer.train_step  # the step as the loop calls it (imported from train.step)
 
     def spy(params, opt_state, stats, arrays, frames, *args, **kwargs):  # what this process placed
         held.append([list(shard.data.shape) for shard in frames.addressable_shards] + [list(frames.shape)])
@@ -54,7 +55,7 @@ _PROCESS = textwrap.dedent("""
     cfg, _ = read_config(config)
     cfg = with_overrides(cfg, training__data=(data,), training__steps=8, training__batch_size=2,
                          training__disp_freq=2)
-    plan = trainer.plan_run(cfg)
+    plan = plan_run(cfg)
     checks = iter(range(100))
     stop = (lambda: next(checks) >= 2) if rank == 1 else (lambda: False)
     res = trainer.train(plan.config, plan.state, plan.train_systems, plan.valid_systems, cfg,

@@ -5,6 +5,7 @@ import numpy as np
 
 from cathodeml import spin
 from cathodeml.train import data as D
+from cathodeml.train import plan as P
 from cathodeml.train import trainer as T
 from cathodeml.train.config import TrainConfig, LearningRateSettings, LossSettings, ModelSettings, TrainingSettings
 from spin_toy_data import toy_dataset
@@ -24,9 +25,9 @@ def _validation_energy_rmse(dataset, tmp_path, tag):
     train, valid = D.split_validation(systems, 0.25, np.random.default_rng(0))
     D.assign_batch_sizes(train, 4)
     D.assign_batch_sizes(valid, 1)
-    config = T.model_config_for(SETTINGS.model, dataset.type_map, train)
-    T.prepare_neighbours(config, train + valid)
-    params, stats = T.initial_model(config, train, 1, 10)
+    config = P.model_config_for(SETTINGS.model, dataset.type_map, train)
+    P.prepare_neighbours(config, train + valid)
+    params, stats = P.initial_model(config, train, 1, 10)
     result = T.train(config, T.new_run_state(params, stats), train, valid, SETTINGS,
                      lcurve_path=tmp_path / f"{tag}.out", checkpoint_path=tmp_path / f"{tag}.h5")
     return result.final["valid"]["rmse_e"]

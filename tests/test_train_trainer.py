@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -16,7 +15,8 @@ import pytest
 from cathodeml.io.dataset import read_dataset, write_dataset
 from cathodeml.train.config import read_config, with_overrides
 from cathodeml.signals import stop_on_signals
-from cathodeml.train.trainer import plan_run, read_checkpoint, train
+from cathodeml.train.plan import plan_run
+from cathodeml.train.trainer import read_checkpoint, train
 
 TINY = """
 [model]
@@ -134,7 +134,8 @@ _TWO_DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from cathodeml.train.config import read_config, with_overrides
-    from cathodeml.train.trainer import plan_run, train
+    from cathodeml.train.plan import plan_run
+    from cathodeml.train.trainer import train
     from pathlib import Path
     cfg, _ = read_config(sys.argv[1])
     cfg = with_overrides(cfg, training__data=(sys.argv[2],), training__steps=4, training__batch_size=2)

@@ -34,7 +34,8 @@ def train(
     from cathodeml.model import Model, save_model
     from cathodeml.train.config import read_config, with_overrides
     from cathodeml.signals import stop_on_signals
-    from cathodeml.train.trainer import launched_tasks, plan_run, start_distributed
+    from cathodeml.train.distributed import launched_tasks, start_distributed
+    from cathodeml.train.plan import plan_run
     from cathodeml.train.trainer import train as run_training
 
     if distributed:

@@ -6,7 +6,9 @@ every array is an HDF5 dataset whose path is its place in the nested structure t
 hands over (e.g. params/embedding/0/1/w, opt_state/inner_state/0/mu/fitting/2/b), so h5py alone
 can read a file and a person can find a weight in it.  This module knows files, not models: it
 takes and returns plain nested dicts of numpy arrays (lists appear as groups "0", "1", ...) and
-never imports model/ or train/; the trainer converts its pytrees to and from these dicts.
+never imports model/ or train/.  How any JAX pytree becomes such a dict and back (`named_arrays`,
+`from_named`, and `from_leaf_positions` for the older layout) is written here too, so the naming
+of a file's arrays has one place; the trainer only says which pytrees to store.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 from pathlib import Path
 
 import h5py
+import jax
 import numpy as np
 
 from cathodeml.errors import CathodemlError, InputFormatError
@@ -78,3 +81,48 @@ def read_checkpoint(path: str | os.PathLike, kind: str = CHECKPOINT_KIND) -> tup
 
 def _read_group(group: h5py.Group) -> dict:
     return {key: _read_group(item) if isinstance(item, h5py.Group) else item[()] for key, item in group.items()}
+
+
+def _key_name(key) -> str:
+    """The name of one pytree key (dict key, list index, NamedTuple field) as an HDF5 name."""
+    for attr in ("key", "idx", "name"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    raise TypeError(f"unsupported pytree key {key!r}")
+
+
+def named_arrays(tree) -> dict:
+    """A pytree as nested dicts of numpy arrays keyed by its dict keys, list indices ("0", ...)
+    and NamedTuple fields: what `write_checkpoint` stores by name."""
+    out: dict = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        *parents, last = [_key_name(k) for k in path]
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[last] = np.asarray(leaf)
+    return out
+
+
+def from_named(template, named: dict):
+    """`template`'s pytree with every leaf read from `named` (see `named_arrays`) at its path;
+    KeyError for a missing array, ValueError for a shape that differs from the template's."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, like in paths:
+        node = named
+        for key in path:
+            node = node[_key_name(key)]
+        if np.shape(node) != np.shape(like):
+            raise ValueError(f"{jax.tree_util.keystr(path)}: shape {np.shape(node)}, expected {np.shape(like)}")
+        leaves.append(np.asarray(node))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def from_leaf_positions(template, group: dict):
+    """`template`'s pytree from arrays named by leaf position ("00000", ...): older checkpoints."""
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    stored = [group[f"{i:05d}"] for i in range(len(group))]
+    if len(stored) != len(leaves) or any(np.shape(a) != np.shape(b) for a, b in zip(stored, leaves)):
+        raise ValueError("leaf count or shapes differ from the template's")
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in stored])

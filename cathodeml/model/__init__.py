@@ -59,7 +59,7 @@ energy_forces_virial(config, params, stats, positions, cell, nbr, *, moments=Non
                      virial=True) -> (E eV, F [N,3] eV/Å, W [3,3] eV)
     jitted with config static.  F = −∂E/∂r, W = −∂E/∂ε (r → r(1+ε), cell → cell(1+ε));
     DeePMD-kit's virial sign (stress = −W/V).  cell may be None for free systems.  `train` and
-    `test` vmap it over frames (train.trainer.predict_batch), `md` differentiates `energy`, the
+    `test` vmap it over frames (train.step.predict_batch), `md` differentiates `energy`, the
     ASE calculator calls `evaluate`; the DeePMD-kit parity tests run through all of them.
 evaluate(...same...) -> {"energy", "forces", "virial", "atomic_energies"}: the same derivative,
     with per-atom energies (a virtual atom's energy counted on its host).

@@ -1,6 +1,6 @@
 """`cathodeml test`: a trained model's errors on labelled data, broken down as the papers report them.
 
-Predictions go through the training step's own batch function (`trainer.predict_batch`, the
+Predictions go through the training step's own batch function (`step.predict_batch`, the
 model's one energy path with virtual spin atoms placed inside it), vmapped over chunks of
 frames, so a test number is exactly what training optimised.  Errors are reported per system, per element (force components of that
 element's atoms), per atomic spin state (element and moment group by the one rule of
@@ -22,7 +22,7 @@ import numpy as np
 
 from cathodeml.errors import CathodemlError, TypeMapError
 from cathodeml.train.data import LabelledSystem, labelled_systems
-from cathodeml.train.trainer import predict_batch
+from cathodeml.train.step import predict_batch
 
 
 MEV = 1000.0
@@ -68,7 +68,7 @@ def _predict_chunk(params, stats, batch, sites, *, config, want_virial):
 def predict_system(model, system: LabelledSystem, chunk: int = 8) -> tuple:
     """Model energies [nf] (eV), forces [nf, n_real, 3] (eV/Å) and, when the system has virial
     labels, virials [nf, 3, 3] (eV; else None) for every frame, through the training step's own
-    energy path (`trainer.predict_batch`).
+    energy path (`step.predict_batch`).
 
     Frames go through in chunks of `chunk` (the last one padded by repeating a frame, so one
     compilation serves the system).

@@ -166,7 +166,8 @@ def run_spin_scan(dataset, magnetic: list[str], etas, ds, settings, *, valid=Non
     """
     from cathodeml.model.neighbors import with_capacity
     from cathodeml.spin import SpinSettings
-    from cathodeml.train import trainer as T
+    from cathodeml.train.plan import initial_model, model_config_for, prepare_neighbours
+    from cathodeml.train.trainer import new_run_state, train
 
     points = [ScanPoint(float(e), float(d)) for e in etas for d in ds]
     total = len(points)
@@ -180,8 +181,8 @@ def run_spin_scan(dataset, magnetic: list[str], etas, ds, settings, *, valid=Non
             if progress is not None:
                 progress(done, total, point)
             continue
-        config = T.model_config_for(settings.model, prep.type_map, prep.train)
-        T.prepare_neighbours(config, prep.train + prep.valid)
+        config = model_config_for(settings.model, prep.type_map, prep.train)
+        prepare_neighbours(config, prep.train + prep.valid)
         caps = np.max([s.neighbours.capacity for s in prep.train + prep.valid], axis=0)
         sel = np.array(config.sel) if sel is None else np.maximum(sel, config.sel)
         capacity = caps if capacity is None else np.maximum(capacity, caps)
@@ -195,13 +196,13 @@ def run_spin_scan(dataset, magnetic: list[str], etas, ds, settings, *, valid=Non
         spin_settings = SpinSettings.create(magnetic, point.eta, point.d, mode)
         prep = _prepare(dataset, valid, settings, spin_settings, point, min_distance, min_host_distance)
         model = dataclasses.replace(settings.model, sel=tuple(int(s) for s in sel))
-        config = T.model_config_for(model, prep.type_map, prep.train)
-        T.prepare_neighbours(config, prep.train + prep.valid)
+        config = model_config_for(model, prep.type_map, prep.train)
+        prepare_neighbours(config, prep.train + prep.valid)
         for s in prep.train + prep.valid:
             s.neighbours = with_capacity(s.neighbours, tuple(int(c) for c in capacity))
-        params, stats = T.initial_model(config, prep.train, settings.model.seed, settings.training.stat_frames)
-        result = T.train(config, T.new_run_state(params, stats), prep.train, prep.valid, settings,
-                         lcurve_path=workdir / "lcurve.out", checkpoint_path=workdir / "checkpoint.h5")
+        params, stats = initial_model(config, prep.train, settings.model.seed, settings.training.stat_frames)
+        result = train(config, new_run_state(params, stats), prep.train, prep.valid, settings,
+                       lcurve_path=workdir / "lcurve.out", checkpoint_path=workdir / "checkpoint.h5")
         final = result.final["valid"]
         point.energy_rmse = MEV * final["rmse_e"]
         point.force_rmse = MEV * final["rmse_f"] if math.isfinite(final["rmse_f"]) else math.nan

@@ -1,0 +1,187 @@
+"""Setting up a training run: data read and typed, validation split, model configuration, neighbour
+lists, and either a fresh model or the state of a checkpoint.
+
+Why apart from the loop.  Everything here runs once, on the host, and is where a user's input can
+be wrong (data files that mix spin settings, species missing from model.type_map, a `sel` of the
+wrong length, a checkpoint written for other data); `train.trainer.train` then takes the ready
+pieces of a `RunPlan` and only optimises.  A restart takes its type map and model configuration
+from the checkpoint and refuses training data whose fingerprint differs, so the resumed run sees
+exactly the frames and validation split of the interrupted one.  A fresh model gets its
+descriptor statistics and per-type energy bias from the training frames, as DeePMD-kit's do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from cathodeml.errors import CathodemlError
+from cathodeml.model.config import ModelConfig
+from cathodeml.model.neighbors import build_neighbor_lists
+from cathodeml.model.potential import default_stats, init_params
+from cathodeml.model.stats import descriptor_stats
+from cathodeml.train.config import TrainConfig
+from cathodeml.train.data import LabelledSystem, auto_sel, energy_bias
+from cathodeml.train.trainer import RunState, data_fingerprint, new_run_state, read_checkpoint
+
+
+# ----------------------------------------------------------------------------- the model of a run
+
+
+def model_config_for(settings, type_map: list[str], systems: list[LabelledSystem]) -> ModelConfig:
+    """The ModelConfig of a run: `sel` resolved ("auto" from the data; a list given for the real
+    types only is extended to the virtual `<El>_spin` types with their host element's value)."""
+    from cathodeml import spin
+
+    n_types = len(type_map)
+    if isinstance(settings.sel, str):
+        sel = auto_sel(systems, settings.rcut, n_types, settings.sel)
+    else:
+        sel = list(settings.sel)
+        if len(sel) < n_types:
+            real = [t for t in type_map if not spin.is_virtual_type(t)]
+            if len(sel) != len(real):
+                raise CathodemlError(f"model.sel has {len(sel)} entries for {len(real)} element types "
+                                     f"({','.join(real)}); give one per type or 'auto'")
+            by_name = dict(zip(real, sel))
+            sel = [by_name[t] if t in by_name else by_name[spin.host_element(t)] for t in type_map]
+        elif len(sel) > n_types:
+            raise CathodemlError(f"model.sel has {len(sel)} entries but the type map {','.join(type_map)} "
+                                 f"has {n_types}")
+    return ModelConfig(
+        type_map=tuple(type_map), sel=tuple(int(s) for s in sel), rcut=settings.rcut, rcut_smth=settings.rcut_smth,
+        embedding_neurons=tuple(settings.embedding_neurons), axis_neuron=settings.axis_neuron,
+        type_one_side=settings.type_one_side, embedding_resnet_dt=settings.embedding_resnet_dt,
+        fitting_neurons=tuple(settings.fitting_neurons), fitting_resnet_dt=settings.fitting_resnet_dt,
+        activation=settings.activation, precision=settings.precision,
+    )
+
+
+def prepare_neighbours(config: ModelConfig, systems: list[LabelledSystem]) -> None:
+    """Build every frame's neighbour list once (host, vesin) and attach it to its system."""
+    for s in systems:
+        cells = None if s.nopbc else s.cells
+        s.neighbours = build_neighbor_lists(s.all_coords(), cells, s.all_types(), config.rcut, config.ntypes)
+
+
+def initial_model(config: ModelConfig, systems: list[LabelledSystem], seed: int, stat_frames: int) -> tuple[dict, dict]:
+    """Fresh parameters (from `seed`) and statistics: davg/dstd from up to `stat_frames` frames
+    per system (1/Å) and the per-type energy bias (eV) by least squares over all training frames,
+    fitted on the real types only (virtual spin types get 0: their count is tied to their hosts')."""
+    params = init_params(config, jax.random.PRNGKey(seed))
+    stats = default_stats(config)
+    stats["davg"], stats["dstd"] = descriptor_stats(
+        config, [(s.all_coords()[:stat_frames], None if s.nopbc else s.cells[:stat_frames], s.all_types())
+                 for s in systems])
+    stats["type_bias"] = energy_bias(systems, config.ntypes)
+    return params, stats
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything `train` needs, assembled from config, data files and (optionally) a checkpoint."""
+
+    config: ModelConfig
+    settings: TrainConfig
+    state: RunState
+    train_systems: list[LabelledSystem]
+    valid_systems: list[LabelledSystem]
+    spin: dict | None
+    data_paths: list[str]
+    valid_paths: list[str]
+    restarted_from: str | None = None
+
+
+def _read_all(paths: list[str], what: str, type_map=()):
+    from cathodeml.io.dataset import read_dataset
+
+    if not paths:
+        raise CathodemlError(f"no {what} data given; pass --data FILE (or list training.data in the config)")
+    return [(str(p), read_dataset(p, type_map)) for p in paths]
+
+
+def _unified_type_map(requested: tuple[str, ...], datasets) -> list[str]:
+    from cathodeml import spin
+
+    present: list[str] = []
+    for _, ds in datasets:
+        for s in ds.systems:
+            for t in np.unique(s.atom_types):
+                name = ds.type_map[t]
+                if name not in present:
+                    present.append(name)
+    if not requested:
+        real = [n for n in present if not spin.is_virtual_type(n)]
+        return real + [n for n in present if spin.is_virtual_type(n)]
+    type_map = list(requested) + [n for n in present if spin.is_virtual_type(n) and n not in requested]
+    missing = [n for n in present if n not in type_map]
+    if missing:
+        raise CathodemlError(f"species {','.join(missing)} are in the data but not in model.type_map "
+                             f"{','.join(requested)}; add them or leave type_map empty")
+    return type_map
+
+
+def _spin_of(datasets) -> dict | None:
+    from cathodeml import spin
+
+    found = {json.dumps(None if (s := spin.dataset_spin_settings(ds)) is None else s.to_dict(), sort_keys=True)
+             for _, ds in datasets}
+    if len(found) > 1:
+        raise CathodemlError("the data files mix spin settings (or spin and plain data); augment all of them "
+                             "with the same `cathodeml augment-spin` options")
+    return json.loads(found.pop())
+
+
+def _as_systems(datasets, type_map: list[str]) -> list[LabelledSystem]:
+    from cathodeml.io.dataset import Dataset, remap_types
+    from cathodeml.train.data import labelled_systems
+
+    out = []
+    for path, ds in datasets:
+        systems = [dataclasses.replace(s, atom_types=remap_types(s.atom_types, ds.type_map, type_map, where=path),
+                                       name=f"{Path(path).name}:{s.name}" if len(datasets) > 1 else s.name)
+                   for s in ds.systems]
+        out += labelled_systems(Dataset(type_map, systems, ds.attrs), path)
+    return out
+
+
+def plan_run(settings: TrainConfig, restart: str | None = None) -> RunPlan:
+    """Read the data, split validation, resolve sel, build neighbour lists and either fresh
+    parameters and statistics or the state of `restart` (a checkpoint)."""
+    from cathodeml.train.data import assign_batch_sizes, split_validation
+
+    t = settings.training
+    # model.type_map also names the types of deepmd/npy systems that have no type_map.raw
+    train_sets = _read_all(list(t.data), "training", settings.model.type_map)
+    valid_sets = _read_all(list(t.valid_data), "validation", settings.model.type_map) if t.valid_data else []
+    spin = _spin_of(train_sets + valid_sets)
+    ckpt = read_checkpoint(Path(restart)) if restart else None
+    type_map = list(ckpt[0].type_map) if ckpt else _unified_type_map(settings.model.type_map, train_sets + valid_sets)
+    systems = _as_systems(train_sets, type_map)
+    if valid_sets:
+        train_systems, valid_systems = systems, _as_systems(valid_sets, type_map)
+    else:
+        train_systems, valid_systems = split_validation(systems, t.validation_fraction,
+                                                        np.random.Generator(np.random.PCG64(t.seed + 1)))
+    assign_batch_sizes(train_systems, t.batch_size)
+    assign_batch_sizes(valid_systems, 1)
+    if ckpt:
+        config, meta, state = ckpt
+        if meta.get("fingerprint") != data_fingerprint(train_systems):
+            raise CathodemlError(f"{restart} was written for different training data (or another seed / "
+                                 "validation split); restart with the same data and config")
+    else:
+        config = model_config_for(settings.model, type_map, train_systems)
+    prepare_neighbours(config, train_systems + valid_systems)
+    if not ckpt:
+        params, stats = initial_model(config, train_systems, settings.model.seed, t.stat_frames)
+        state = new_run_state(params, stats)
+    return RunPlan(config, settings, state, train_systems, valid_systems, spin,
+                   [p for p, _ in train_sets], [p for p, _ in valid_sets], restart)
