@@ -203,7 +203,6 @@ def _json_attrs(obj) -> dict:
 
 def _read_group(g: h5py.Group, name: str) -> System:
     atom_types = np.asarray(g["type.raw"][()], dtype=np.int64).reshape(-1)
-    na = atom_types.size
     sets = sorted(k for k in g.keys() if k.startswith("set."))
     columns: dict[str, list[np.ndarray]] = {}
     for s in sets:

@@ -677,7 +677,7 @@ def runs_to_dataset(runs: list[OutcarRun], *, type_map: list[str] | None = None,
     Steps whose SCF hit NELM are dropped unless `keep_unconverged`.  Per-frame extras follow
     the dataset contract (magmom μB, spin μB vectors, provenance, SCF flags ...).
     """
-    from cathodeml.io.dataset import Dataset, concatenate
+    from cathodeml.io.dataset import Dataset, System, concatenate
 
     if type_map is None:
         type_map = list(dict.fromkeys([*(base_map or []), *(s for run in runs for s in run.species)]))
