@@ -76,9 +76,10 @@ def _register() -> None:
     from cathodeml.commands import analyze
 
     app.command("analyze", help=analyze.__doc__)(user_errors(analyze.analyze))
-    from cathodeml.commands import export, import_model
+    from cathodeml.commands import export, export_lammps, import_model
 
     app.command("export", help=export.__doc__)(user_errors(export.export))
+    app.command("export-lammps", help=export_lammps.export_lammps.__doc__)(user_errors(export_lammps.export_lammps))
     app.command("import", help=import_model.__doc__)(user_errors(import_model.import_model))
     from cathodeml.commands import test_model, train
 

@@ -62,11 +62,11 @@ def md(
     if magmom is not None:
         struct = struct.with_moments(parse_magmom(magmom, struct.symbols))
     real_map = spin.model_real_type_map(model.type_map, model.spin)
-    types = _types(struct.symbols, real_map, model_path)
+    types = structure_types(struct.symbols, real_map, model_path)
     potential = deeppot(model, types, struct.moments)
     sites = spin.model_virtual_sites(model.type_map, model.spin, types)
     host_moments = None if sites is None else spin.host_moments(sites, struct.moments)
-    system = MDSystem(positions=struct.positions, cell=struct.cell, masses=_masses(struct.symbols), species=types,
+    system = MDSystem(positions=struct.positions, cell=struct.cell, masses=element_masses(struct.symbols), species=types,
                       type_map=real_map, fingerprint={"model_sha256": _sha256(model_path), "structure": structure,
                                                       "supercell": list(parse_supercell(supercell))})
 
@@ -132,7 +132,7 @@ def _load_model(path: Path):
     return load_model(path)
 
 
-def _types(symbols, type_map: list[str], model_path: Path) -> np.ndarray:
+def structure_types(symbols, type_map: list[str], model_path: Path) -> np.ndarray:
     missing = sorted(set(symbols) - set(type_map))
     if missing:
         raise TypeMapError(f"the structure contains {', '.join(missing)}, which {model_path} does not know "
@@ -140,7 +140,7 @@ def _types(symbols, type_map: list[str], model_path: Path) -> np.ndarray:
     return np.array([type_map.index(s) for s in symbols], dtype=np.int64)
 
 
-def _masses(symbols) -> np.ndarray:
+def element_masses(symbols) -> np.ndarray:
     from ase.data import atomic_masses, atomic_numbers
 
     return np.array([atomic_masses[atomic_numbers[s]] for s in symbols])

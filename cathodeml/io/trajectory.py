@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from cathodeml.errors import CathodemlError, InputFormatError
+from cathodeml.io import lammps
 
 # Bytes of positions one chunk may hold (positions + image counts + a working copy fit in ~1 GiB).
 DEFAULT_CHUNK_BYTES = 256 * 1024**2
@@ -106,13 +107,17 @@ class Trajectory:
         length = max(1, int(chunk_bytes // per_frame))
         if isinstance(self._source, h5py.File):
             yield from _h5md_chunks(self._source, atoms, range(start, stop, step), length)
+        elif isinstance(self._source, lammps.DumpIndex):
+            for lo, fr in lammps.dump_chunks(self._source, atoms, range(start, stop, step), length):
+                yield FrameChunk(start=lo, positions=fr.positions, cells=fr.cells, images=fr.images)
         else:
             yield from _ase_chunks(self._source, self.header.path, atoms, range(start, stop, step), length)
 
 
 def open_trajectory(path: str | os.PathLike, format: str | None = None) -> Trajectory:
     """Open an H5MD trajectory written by `cathodeml md` (or any H5MD 1.x with one particle
-    group) or anything `ase.io` reads (XDATCAR[.gz], vasprun.xml, extxyz, ASE .traj ...).
+    group), a LAMMPS text dump (what `export-lammps` decks write), or anything `ase.io` reads
+    (XDATCAR[.gz], vasprun.xml, extxyz, ASE .traj ...).
 
     `format` forces an ASE format name; by default HDF5 files are read as H5MD and the rest
     are handed to ASE's format detection.
@@ -126,6 +131,8 @@ def open_trajectory(path: str | os.PathLike, format: str | None = None) -> Traje
         return _open_h5md(path)
     if format == "h5md":
         raise InputFormatError(f"{path} is not an HDF5/H5MD file")
+    if format in (None, "lammps") and lammps.is_lammps_dump(path):
+        return _open_lammps(path)
     return _open_ase(path, format)
 
 
@@ -296,6 +303,22 @@ def _h5md_chunks(f: h5py.File, atoms, frames: range, length: int) -> Iterator[Fr
             p = p[:, atoms]
             i = i[:, atoms] if i is not None else None
         yield FrameChunk(start=lo, positions=p, cells=_h5md_cells(group["box"], sub), images=i)
+
+
+# -------------------------------------------------------------------------------------- LAMMPS
+
+
+def _open_lammps(path: Path) -> Trajectory:
+    index = lammps.index_dump(path)
+    _, unwrapped, has_images = lammps.position_columns(index.columns)
+    symbols = lammps.dump_symbols(index)
+    temperature = index.metadata.get("temperature_K")
+    header = TrajectoryHeader(path=path, format="lammps-dump", symbols=tuple(symbols), masses=_masses(symbols),
+                              n_frames=len(index.offsets), time_fs=index.times_fs,
+                              temperature_K=None if temperature is None else float(temperature),
+                              has_images=has_images, positions_unwrapped=unwrapped,
+                              parameters={"type_map": index.metadata.get("type_map"), "lammps_units": index.units})
+    return Trajectory(header, index)
 
 
 # ----------------------------------------------------------------------------------------- ASE
