@@ -3,7 +3,8 @@
 Checks, in one run:
   1. single point: LAMMPS `pair_style deepmd` energy and forces on the exported model against cathodeml's own
      energy path on the same (restricted-frame) structure, as relative errors (target ≤ 1e-10 in float64);
-     an orthorhombic cell and a sheared, rotated (triclinic) copy of it;
+     an orthorhombic cell and a sheared, rotated (triclinic) copy of it; and a collinear spin model
+     through `pair_style deepspin` (atom_style spin, the spins S + d/η that export-lammps writes);
   2. the deck itself: a short NVT run on 1 and on 2 MPI ranks gives the same thermo lines;
   3. `cathodeml analyze` reads the dump the deck wrote.
 
@@ -64,8 +65,11 @@ run 0
 """
 
 
-def lammps_single_point(deck: Path, names: str, env) -> tuple[float, np.ndarray]:
-    (deck / "in.single").write_text(SINGLE_POINT.format(names=names))
+def lammps_single_point(deck: Path, names: str, env, spin: bool = False) -> tuple[float, np.ndarray]:
+    script = SINGLE_POINT.format(names=names)
+    if spin:
+        script = script.replace("atom_style atomic", "atom_style spin").replace("pair_style deepmd", "pair_style deepspin")
+    (deck / "in.single").write_text(script)
     out, _ = run(["lmp", "-in", "in.single", "-log", "log.single"], deck, env, "single.out")
     lines = out.splitlines()
     i = next(k for k, ln in enumerate(lines) if ln.split()[:2] == ["Step", "PotEng"])
@@ -75,15 +79,57 @@ def lammps_single_point(deck: Path, names: str, env) -> tuple[float, np.ndarray]
     return energy, forces
 
 
-def cathodeml_single_point(model_path: Path, deck: Path, type_map: list[str]):
-    import ase.io
+def cathodeml_single_point(model, structure: str, moments=None):
+    """cathodeml's energy and forces on the structure turned into LAMMPS's frame (the rotation of
+    cathodeml.io.lammps, checked here against what LAMMPS read from the data file)."""
+    import ase
 
     from cathodeml.calculator import CathodemlCalculator
+    from cathodeml.io.lammps import lammps_cell
+    from cathodeml.io.structure import read_structure
 
-    atoms = ase.io.read(deck / "conf.data", format="lammps-data", atom_style="atomic")
-    atoms.set_chemical_symbols([type_map[t - 1] for t in atoms.get_array("type")])
-    atoms.calc = CathodemlCalculator(str(model_path))
+    s = read_structure(structure)
+    restricted, rotation = lammps_cell(s.cell)
+    atoms = ase.Atoms(s.symbols, positions=s.positions @ rotation, cell=restricted, pbc=True)
+    atoms.calc = CathodemlCalculator(model, moments=moments)
     return atoms.get_potential_energy(), atoms.get_forces()
+
+
+def spin_case(out: Path) -> tuple[Path, Path, np.ndarray]:
+    """A random-weight collinear spin model (Ni, η 0.3 Å/μB, d 0.2 Å, virtual atoms without energy of
+    their own, block-constant descriptor statistics as DeePMD-kit computes them) and a rattled
+    2×1×1 NiO cell with antiparallel Ni moments: (model.h5, POSCAR, moments)."""
+    import ase.build
+    import ase.io
+    import jax
+
+    from cathodeml import spin
+    from cathodeml.model.config import ModelConfig
+    from cathodeml.model.potential import default_stats, init_params
+    from cathodeml.model.store import Model, save_model
+
+    # sel covers every neighbour within rcut (see export-lammps's sel warning for why that matters)
+    cfg = ModelConfig(type_map=("Li", "Ni", "O", "Ni_spin"), sel=(8, 24, 24, 24), rcut=4.5, rcut_smth=1.0,
+                      embedding_neurons=(8, 16), axis_neuron=4, fitting_neurons=(16, 16), atom_exclude_types=(3,))
+    rng = np.random.default_rng(0)
+    stats = default_stats(cfg)
+    off = cfg.sel_offsets
+    for a in range(cfg.ntypes):
+        for b in range(cfg.ntypes):
+            stats["davg"][a, off[b]:off[b + 1]] = rng.normal(scale=0.05, size=4)
+            stats["dstd"][a, off[b]:off[b + 1]] = 0.5 + rng.random(4)
+    stats["type_bias"] = np.array([-2.0, -5.0, -4.0, 0.0])
+    model = Model(config=cfg, params=init_params(cfg, jax.random.PRNGKey(3)), stats=stats,
+                  spin=spin.SpinSettings.create(["Ni"], 0.3, 0.2).to_dict())
+    save_model(out / "spin_model.h5", model)
+    atoms = ase.build.bulk("NiO", "rocksalt", a=4.17, cubic=True).repeat((2, 1, 1))
+    atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+    is_ni = np.array(atoms.get_chemical_symbols()) == "Ni"
+    moments = np.zeros(len(atoms))
+    moments[is_ni] = np.resize([1.7, -1.6, 1.8, -1.7], is_ni.sum())
+    ase.io.write(out / "POSCAR_NiO", atoms, format="vasp", direct=True)
+    np.savetxt(out / "NiO_moments.txt", moments)
+    return out / "spin_model.h5", out / "POSCAR_NiO", moments
 
 
 def thermo_table(log: Path) -> np.ndarray:
@@ -111,6 +157,17 @@ def sheared(structure: str, out: Path) -> Path:
     return out
 
 
+def export(model, structure, deck, steps, log, extra=()):
+    run([sys.executable, "-m", "cathodeml", "export-lammps", str(model), str(structure), "-o", str(deck), "-T", "600",
+         "--steps", str(steps), "--dt", "2", "--stride", "1", "--overwrite", "--quiet", *extra], ROOT, os.environ, log)
+
+
+def compare(e_lmp, f_lmp, e_cml, f_cml) -> dict:
+    return {"energy_lammps_eV": e_lmp, "energy_cathodeml_eV": e_cml, "energy_rel_err": abs(e_lmp - e_cml) / abs(e_cml),
+            "force_max_abs_err_eV_A": float(np.max(np.abs(f_lmp - f_cml))),
+            "force_rel_err": float(np.max(np.abs(f_lmp - f_cml)) / np.max(np.abs(f_cml)))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peers", type=Path, required=True, help="venv with deepmd-kit[torch,lmp]")
@@ -130,17 +187,19 @@ def main() -> None:
     structures = {"orthorhombic": args.structure, "triclinic": str(sheared(args.structure, args.out / "POSCAR_sheared"))}
     for label, structure in structures.items():
         deck = args.out / f"deck_{label}"
-        run([sys.executable, "-m", "cathodeml", "export-lammps", str(args.model), structure, "-o", str(deck),
-             "-T", "600", "--steps", str(args.steps), "--dt", "2", "--stride", "1", "--overwrite", "--quiet"],
-            ROOT, os.environ, args.out / f"export_{label}.log")
+        export(args.model, structure, deck, args.steps, args.out / f"export_{label}.log")
         run(["dp", "--pt", "convert-backend", "model.dp", "model.pth"], deck, env, "convert.log")
         e_lmp, f_lmp = lammps_single_point(deck, " ".join(type_map), env)
-        e_cml, f_cml = cathodeml_single_point(args.model, deck, type_map)
-        report["single_point"][label] = {
-            "energy_lammps_eV": e_lmp, "energy_cathodeml_eV": e_cml,
-            "energy_rel_err": abs(e_lmp - e_cml) / abs(e_cml),
-            "force_max_abs_err_eV_A": float(np.max(np.abs(f_lmp - f_cml))),
-            "force_rel_err": float(np.max(np.abs(f_lmp - f_cml)) / np.max(np.abs(f_cml)))}
+        e_cml, f_cml = cathodeml_single_point(str(args.model), structure)
+        report["single_point"][label] = compare(e_lmp, f_lmp, e_cml, f_cml)
+    spin_model, spin_structure, moments = spin_case(args.out)
+    deck = args.out / "deck_spin"
+    export(spin_model, str(spin_structure), deck, args.steps, args.out / "export_spin.log",
+           ["--magmom", str(args.out / "NiO_moments.txt")])
+    run(["dp", "--pt", "convert-backend", "model.dp", "model.pth"], deck, env, "convert.log")
+    e_lmp, f_lmp = lammps_single_point(deck, "Li Ni O", env, spin=True)
+    e_cml, f_cml = cathodeml_single_point(str(spin_model), str(spin_structure), moments)
+    report["single_point"]["spin (pair_style deepspin)"] = compare(e_lmp, f_lmp, e_cml, f_cml)
     deck = args.out / "deck_orthorhombic"
     _, t1 = run(["lmp", "-in", "in.lammps", "-log", "log.np1"], deck, env, "np1.out")
     shutil.copy(deck / "traj.lammpstrj", deck / "traj.np1.lammpstrj")

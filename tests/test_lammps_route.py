@@ -1,5 +1,6 @@
 """The LAMMPS route with the real engine: export-lammps → dp convert-backend → lmp (pair_style deepmd) gives
-cathodeml's energy and forces to 1e-10 relative, also in a triclinic cell that LAMMPS must rotate.
+cathodeml's energy and forces to 1e-10 relative, also in a triclinic cell that LAMMPS must rotate, and
+for a spin model through pair_style deepspin.
 
 Runs only where LAMMPS with the DeePMD-kit plugin is installed: set CATHODEML_PEERS to a venv made with
 `pip install "deepmd-kit[torch,lmp]==3.2.0" nvidia-cuda-runtime-cu12` (benchmarks/requirements.txt).
@@ -39,6 +40,23 @@ def test_lammps_energy_and_forces_equal_cathodeml(tmp_path, shape):
                    capture_output=True)
     type_map = ["Li", "Ge", "P", "S"]
     e_lmp, f_lmp = lammps_route.lammps_single_point(deck, " ".join(type_map), env)
-    e_cml, f_cml = lammps_route.cathodeml_single_point(model, deck, type_map)
+    e_cml, f_cml = lammps_route.cathodeml_single_point(str(model), structure)
+    assert abs(e_lmp - e_cml) <= 1e-10 * abs(e_cml)
+    assert np.max(np.abs(f_lmp - f_cml)) <= 1e-10 * np.max(np.abs(f_cml))
+
+
+def test_spin_model_in_lammps_deepspin_equals_cathodeml(tmp_path):
+    """A collinear spin model (virtual atoms without energy of their own) through pair_style deepspin."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import lammps_route
+
+    env = lammps_route.peer_env(Path(PEERS).resolve())
+    model, structure, moments = lammps_route.spin_case(tmp_path)
+    deck = tmp_path / "deck"
+    lammps_route.export(model, structure, deck, 1, tmp_path / "export.log", ["--magmom", str(tmp_path / "NiO_moments.txt")])
+    subprocess.run(["dp", "--pt", "convert-backend", "model.dp", "model.pth"], cwd=deck, env=env, check=True,
+                   capture_output=True)
+    e_lmp, f_lmp = lammps_route.lammps_single_point(deck, "Li Ni O", env, spin=True)
+    e_cml, f_cml = lammps_route.cathodeml_single_point(str(model), str(structure), moments)
     assert abs(e_lmp - e_cml) <= 1e-10 * abs(e_cml)
     assert np.max(np.abs(f_lmp - f_cml)) <= 1e-10 * np.max(np.abs(f_cml))

@@ -1,5 +1,5 @@
 """Export a cathodeml model.h5 as a DeePMD-kit `.dp` file (runs in `dp test`, DeepPot, LAMMPS pair_style deepmd
-after `dp convert-backend model.dp model.pth`)."""
+after `dp convert-backend model.dp model.pth`; spin models as DeePMD-kit spin models, for pair_style deepspin)."""
 
 from __future__ import annotations
 
@@ -32,18 +32,16 @@ def export(
     rtol = 1e-7 if model.config.precision == "float32" else 0.0
     with atomic_output(output) as tmp:  # the .dp appears only once it has read back identical
         export_deepmd(tmp, model)
-        if not parameters_identical(model, import_deepmd(tmp), rtol=rtol):
+        back = import_deepmd(tmp)
+        if not parameters_identical(model, back, rtol=rtol) or back.spin != model.spin:
             # not the user's doing: a writer/reader mismatch, so a traceback, not a one-line error
             raise RuntimeError(f"{output}: the exported file does not read back identical to {model_path}")
     summary = {"model": str(model_path), "output": str(output), "type_map": list(model.type_map),
                "n_parameters": model.n_parameters(), "round_trip_identical": True,
-               "dropped": ["spin settings"] if model.spin else []}
+               "kind": "spin_ener (DeePMD-kit spin model)" if model.spin else "standard"}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif not quiet:
         table = Table("model", "DeePMD-kit file", "types", "parameters", "read-back")
         table.add_row(str(model_path), str(output), ",".join(model.type_map), f"{model.n_parameters():,}", "identical")
         Console().print(table)
-        if model.spin:
-            Console(stderr=True).print("note: the .dp file holds the network only; DeePMD-kit sees the virtual spin "
-                                       "atoms as ordinary types (pass their positions yourself)")

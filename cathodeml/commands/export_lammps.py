@@ -62,7 +62,10 @@ def export_lammps(
     if model.spin:
         spins = lammps_spins(model, types, struct.moments)
     masses = [float(element_masses([name])[0]) for name in real_map]
-    script = lammps.input_script(settings, real_map, spin=model.spin is not None)
+    overflow = None if spins is None else sel_overflow(model, struct, types)
+    # deepspin reaches a virtual atom through its host: the skin covers the longest offset |η·S + d|
+    skin = 2.0 if spins is None else 2.0 + float(np.max(np.abs(spins * lammps_spin_scale(model, types))))
+    script = lammps.input_script(settings, real_map, spin=model.spin is not None, skin=skin)
 
     with atomic_directory(output, overwrite=overwrite) as deck:
         export_deepmd(deck / "model.dp", model)
@@ -74,7 +77,7 @@ def export_lammps(
     summary = {"model": str(model_path), "structure": structure, "output": str(output), "n_atoms": len(types),
                "type_map": real_map, "spin": model.spin is not None, "temperature_K": temperature, "steps": steps,
                "dt_fs": dt, "files": ["model.dp", "conf.data", "in.lammps", "job.slurm", "traj.lammpstrj.json"],
-               "rotated": not np.allclose(rotation, np.eye(3)),
+               "rotated": not np.allclose(rotation, np.eye(3)), "sel_overflow": overflow,
                "run": f"cd {output} && dp --pt convert-backend model.dp model.pth && lmp -in in.lammps"}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -83,9 +86,24 @@ def export_lammps(
         table.add_row(str(output), str(len(types)), " ".join(real_map),
                       f"{temperature:g} K, {steps} × {dt:g} fs, τ {tdamp:g} fs, chain {chain}", summary["run"])
         Console().print(table)
+        if overflow:
+            Console(stderr=True).print(
+                f"warning: {overflow}; where neighbours exceed sel, LAMMPS's deepspin picks the virtual neighbours "
+                "among the partners of the sel nearest real ones, cathodeml among all virtual atoms, so energies "
+                "differ slightly; give the model a larger sel for exact agreement")
         if summary["rotated"]:
             Console(stderr=True).print("note: LAMMPS holds the cell in its restricted (lower-triangular) form, so "
                                        "positions and forces in its files are rotated relative to the structure")
+
+
+def lammps_spin_scale(model, types: np.ndarray) -> np.ndarray:
+    """DeePMD-kit's virtual_scale (η, Å/μB) per atom, 0 for atoms without a virtual partner."""
+    from cathodeml import spin
+
+    sites = spin.model_virtual_sites(model.type_map, model.spin, types)
+    out = np.zeros(len(types))
+    out[sites.host_index] = sites.eta
+    return out
 
 
 def lammps_spins(model, types: np.ndarray, moments) -> np.ndarray:
@@ -103,3 +121,22 @@ def lammps_spins(model, types: np.ndarray, moments) -> np.ndarray:
     out = np.zeros(len(types))
     out[sites.host_index] = m + sites.d / sites.eta
     return out
+
+
+def sel_overflow(model, struct, types) -> str | None:
+    """Where some atom of the structure (virtual atoms included) has more neighbours of a type within
+    rcut than the model's sel, a one-line description; else None."""
+    from cathodeml import spin
+    from cathodeml.model import build_neighbor_list, count_within_cutoff
+
+    sites = spin.model_virtual_sites(model.type_map, model.spin, types)
+    full = sites.place(struct.positions, spin.host_moments(sites, struct.moments))
+    full_types = sites.all_types(types)
+    config = model.config
+    nbr = build_neighbor_list(full, struct.cell, full_types, config.rcut, config.ntypes)
+    counts = count_within_cutoff(nbr, full, struct.cell, config.rcut)
+    over = counts.max(axis=0) > np.asarray(config.sel)
+    if not over.any():
+        return None
+    return ", ".join(f"{config.type_map[t]}: up to {counts[:, t].max()} neighbours within rcut, sel {config.sel[t]}"
+                     for t in np.flatnonzero(over))

@@ -94,8 +94,11 @@ class DeckSettings:
 
 
 def input_script(settings: DeckSettings, type_map: Sequence[str], *, model: str = "model.pth", data: str = "conf.data",
-                 dump: str = "traj.lammpstrj", spin: bool = False) -> str:
-    """The LAMMPS input of an NVT run with the DeePMD-kit pair style (deepspin for spin models)."""
+                 dump: str = "traj.lammpstrj", spin: bool = False, skin: float = 2.0) -> str:
+    """The LAMMPS input of an NVT run with the DeePMD-kit pair style (deepspin for spin models).
+
+    `skin` (Å): LAMMPS's neighbour skin.  pair_style deepspin finds a virtual atom only through its
+    host's entry in the list, so for spin models the skin must also cover the longest virtual offset."""
     s = settings
     names = " ".join(type_map)
     if s.seed <= 0:
@@ -109,7 +112,7 @@ read_data       {data}
 
 pair_style      {"deepspin" if spin else "deepmd"} {model}
 pair_coeff      * * {names}
-neighbor        2.0 bin
+neighbor        {_num(skin)} bin
 neigh_modify    every 1 delay 0 check yes
 
 timestep        {_num(s.dt_fs / 1000.0)}

@@ -35,6 +35,10 @@ class ModelConfig:
     fitting_resnet_dt   timestep vector on residual fitting layers (DeePMD-kit default True)
     activation          activation of every hidden layer
     precision           "float64" or "float32": the dtype the energy is evaluated in
+    atom_exclude_types  types whose atoms carry no energy of their own (DeePMD-kit's atom_exclude_types);
+                        they still act as neighbours.  A spin model whose `<El>_spin` types are excluded
+                        is DeePMD-kit's kind of spin model (its virtual atoms have no fitting), the kind
+                        LAMMPS's pair_style deepspin runs
     """
 
     type_map: tuple[str, ...]
@@ -49,11 +53,16 @@ class ModelConfig:
     fitting_resnet_dt: bool = True
     activation: str = "tanh"
     precision: str = "float64"
+    atom_exclude_types: tuple[int, ...] = ()
 
     def __post_init__(self):
-        for name in ("type_map", "sel", "embedding_neurons", "fitting_neurons"):
+        for name in ("type_map", "sel", "embedding_neurons", "fitting_neurons", "atom_exclude_types"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "sel", tuple(int(s) for s in self.sel))
+        object.__setattr__(self, "atom_exclude_types", tuple(sorted({int(t) for t in self.atom_exclude_types})))
+        if any(not 0 <= t < len(self.type_map) for t in self.atom_exclude_types):
+            raise CathodemlError(f"model config: atom_exclude_types {list(self.atom_exclude_types)} must index the "
+                                 f"type map ({len(self.type_map)} types)")
         object.__setattr__(self, "rcut", float(self.rcut))
         object.__setattr__(self, "rcut_smth", float(self.rcut_smth))
         if not self.type_map:

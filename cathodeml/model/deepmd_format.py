@@ -44,8 +44,8 @@ def from_deepmd(tree: dict) -> tuple[ModelConfig, dict, dict]:
     model = tree.get("model", tree)
     if model.get("type", "standard") != "standard":
         raise _refuse(f"model type {model.get('type')!r}")
-    if model.get("atom_exclude_types") or model.get("pair_exclude_types"):
-        raise _refuse("atom/pair_exclude_types")
+    if model.get("pair_exclude_types"):
+        raise _refuse("pair_exclude_types")
     desc, fit = model.get("descriptor", {}), model.get("fitting", {})
     if desc.get("type") not in ("se_e2_a", "se_a"):
         raise _refuse(f"descriptor type {desc.get('type')!r}")
@@ -73,7 +73,7 @@ def from_deepmd(tree: dict) -> tuple[ModelConfig, dict, dict]:
         embedding_neurons=tuple(desc["neuron"]), axis_neuron=desc["axis_neuron"],
         type_one_side=bool(desc.get("type_one_side", True)), embedding_resnet_dt=bool(desc.get("resnet_dt", False)),
         fitting_neurons=tuple(fit["neuron"]), fitting_resnet_dt=bool(fit.get("resnet_dt", True)),
-        activation=emb_act, precision=precision)
+        activation=emb_act, precision=precision, atom_exclude_types=tuple(model.get("atom_exclude_types") or ()))
     if len(emb_nets) != config.n_embedding_nets or any(n is None for n in emb_nets):
         raise _refuse(f"{len(emb_nets)} embedding nets where {config.n_embedding_nets} are expected")
     params = {"embedding": [_layers(n) for n in emb_nets], "fitting": [_layers(n) for n in fit_nets]}
@@ -138,7 +138,8 @@ def to_deepmd(config: ModelConfig, params: dict, stats: dict) -> dict:
         "atom_ener": None,
     }
     model = {
-        "type_map": list(config.type_map), "atom_exclude_types": [], "pair_exclude_types": [], "rcond": None,
+        "type_map": list(config.type_map), "atom_exclude_types": list(config.atom_exclude_types),
+        "pair_exclude_types": [], "rcond": None,
         "preset_out_bias": None,
         "@variables": {"out_bias": np.zeros((1, nt, 1)), "out_std": np.ones((1, nt, 1))},
         "@class": "Model", "type": "standard", "@version": 2, "descriptor": descriptor, "fitting": fitting,
@@ -156,3 +157,138 @@ def to_deepmd(config: ModelConfig, params: dict, stats: dict) -> dict:
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "backend": "DP", "model": model, "model_def_script": model_def_script,
             "@variables": {}}
+
+
+# ------------------------------------------------------------------------------------ spin models
+#
+# DeePMD-kit's spin model ("spin_ener") wraps a standard model over a doubled type map: the real
+# types, then one `<El>_spin` type per real type.  Every atom gets a virtual partner at
+# R + virtual_scale·S; for elements without spin (use_spin false) the partner is a placeholder
+# excluded from every pair, and all partners are excluded from the fitting, so virtual atoms act
+# only as neighbours.  A cathodeml spin model maps onto it exactly when its `<El>_spin` types carry
+# no energy (config.atom_exclude_types = the virtual types, `virtual_atom_energy = false`), and the
+# collinear offset is folded into the spin that LAMMPS is given: z + η·S + d = z + η·(S + d/η).
+
+
+def _spin_layout(type_map, spin_dict):
+    """(real type map, magnetic elements, {our index: DeePMD-kit index}) of a cathodeml spin model."""
+    from cathodeml import spin as spin_mod
+
+    real = spin_mod.model_real_type_map(type_map, spin_dict)
+    settings = spin_mod.SpinSettings.from_dict(spin_dict)
+    nr = len(real)
+    to_dp = {t: t for t in range(nr)}
+    for t, name in enumerate(type_map):
+        if t >= nr:
+            to_dp[t] = nr + real.index(spin_mod.host_element(name))
+    return real, settings, to_dp
+
+
+def spin_export_blocker(config: ModelConfig, spin_dict: dict) -> str | None:
+    """Why this spin model cannot be written as a DeePMD-kit spin model, or None when it can."""
+    real, settings, _ = _spin_layout(config.type_map, spin_dict)
+    virtual = tuple(range(len(real), config.ntypes))
+    if config.atom_exclude_types != virtual:
+        return ("its virtual <El>_spin atoms carry an energy of their own (a fitting net per virtual type), and "
+                "DeePMD-kit's spin models give virtual atoms none (they only act as neighbours): the .dp would "
+                "compute a different energy.  Retrain with `virtual_atom_energy = false` in the preset's [model] "
+                "table to get a model that exports exactly")
+    if settings.mode != "collinear":
+        return None
+    return None
+
+
+def to_deepmd_spin(config: ModelConfig, params: dict, stats: dict, spin_dict: dict) -> dict:
+    """The DeePMD-kit "spin_ener" tree of a cathodeml spin model (see `spin_export_blocker`)."""
+    blocker = spin_export_blocker(config, spin_dict)
+    if blocker:
+        raise CathodemlError(f"this spin model cannot be exported to DeePMD-kit: {blocker}")
+    real, settings, to_dp = _spin_layout(config.type_map, spin_dict)
+    nr, n2 = len(real), 2 * len(real)
+    from_dp = {v: k for k, v in to_dp.items()}
+
+    def source(u):  # our type that fills DeePMD-kit type u (placeholders: their real type, never used)
+        return from_dp.get(u, u - nr)
+
+    # placeholders get no slots: se_e2_a divides its descriptor by Σsel, which must stay ours
+    sel = [config.sel[from_dp[u]] if u in from_dp else 0 for u in range(n2)]
+    big = config.replace(type_map=tuple(real) + tuple(f"{r}_spin" for r in real), sel=tuple(sel),
+                         atom_exclude_types=tuple(range(nr, n2)))
+    if config.type_one_side:
+        embedding = [params["embedding"][source(v)] for v in range(n2)]
+    else:
+        embedding = [None] * big.n_embedding_nets
+        for ci in range(n2):
+            for ni in range(n2):
+                embedding[big.embedding_index(ci, ni)] = params["embedding"][config.embedding_index(source(ci), source(ni))]
+    fitting = [params["fitting"][source(u)] for u in range(n2)]
+    davg = np.zeros((n2, big.nnei, 4))
+    dstd = np.ones((n2, big.nnei, 4))
+    ours, theirs = config.sel_offsets, big.sel_offsets
+    for u in range(n2):
+        if u not in from_dp:
+            continue
+        for v in range(n2):
+            if v in from_dp:
+                w = from_dp[v]
+                davg[u, theirs[v]:theirs[v + 1]] = stats["davg"][from_dp[u], ours[w]:ours[w + 1]]
+                dstd[u, theirs[v]:theirs[v + 1]] = stats["dstd"][from_dp[u], ours[w]:ours[w + 1]]
+    bias = np.zeros(n2)
+    for t, u in to_dp.items():
+        bias[u] = 0.0 if t in config.atom_exclude_types else stats["type_bias"][t]
+    tree = to_deepmd(big, {"embedding": embedding, "fitting": fitting},
+                     {"davg": davg, "dstd": dstd, "type_bias": bias})
+    backbone = tree["model"]
+    placeholders = [u for u in range(nr, n2) if u not in from_dp]
+    pairs = [[p, j] for p in placeholders for j in range(n2)]
+    backbone["pair_exclude_types"] = pairs
+    backbone["descriptor"]["exclude_types"] = pairs
+    backbone["atom_exclude_types"] = list(range(nr, n2))
+    use_spin = [r in settings.elements for r in real]
+    scale = [settings.eta_of(r) if r in settings.elements else 0.0 for r in real]
+    tree["model"] = {"type": "spin_ener", "backbone_model": backbone,
+                     "spin": {"use_spin": use_spin, "virtual_scale": scale}}
+    tree["model_def_script"]["type_map"] = list(real)
+    tree["model_def_script"]["spin"] = {"use_spin": use_spin, "virtual_scale": scale}
+    tree["model_def_script"]["cathodeml_spin"] = dict(spin_dict)
+    return tree
+
+
+def from_deepmd_spin(tree: dict) -> tuple[ModelConfig, dict, dict, dict]:
+    """(config, params, stats, spin settings dict) of a DeePMD-kit "spin_ener" se_e2_a tree: the
+    inverse of `to_deepmd_spin`; DeePMD-kit's own spin models come in as vector-mode cathodeml
+    spin models (R' = R + η·S), those written by cathodeml with their collinear settings."""
+    from cathodeml import spin as spin_mod
+
+    model = tree["model"]
+    section = model.get("spin") or {}
+    use_spin = list(section.get("use_spin", []))
+    scale = np.broadcast_to(np.asarray(section.get("virtual_scale", 0.0), dtype=float), (len(use_spin),))
+    backbone = dict(model["backbone_model"])
+    nr, n2 = len(use_spin), 2 * len(use_spin)
+    if sorted(backbone.get("atom_exclude_types") or []) != list(range(nr, n2)):
+        raise _refuse("a spin model whose virtual atoms are not all excluded from the fitting")
+    inner = {k: v for k, v in backbone.items() if k not in ("atom_exclude_types", "pair_exclude_types")}
+    inner["descriptor"] = {k: v for k, v in backbone["descriptor"].items() if k != "exclude_types"}
+    big, params, stats = from_deepmd({"model": inner})
+    real = list(big.type_map[:nr])
+    magnetic = [r for r, u in zip(real, use_spin) if u]
+    meta = (tree.get("model_def_script") or {}).get("cathodeml_spin")
+    spin_dict = meta or spin_mod.SpinSettings(tuple(magnetic), tuple(float(scale[real.index(m)]) for m in magnetic),
+                                              (0.0,) * len(magnetic), "vector").to_dict()
+    keep = list(range(nr)) + [nr + real.index(m) for m in magnetic]  # DeePMD-kit types we keep, in our order
+    type_map = real + [spin_mod.virtual_type_name(m) for m in magnetic]
+    config = big.replace(type_map=tuple(type_map), sel=tuple(big.sel[u] for u in keep),
+                         atom_exclude_types=tuple(range(nr, len(keep))))
+    if config.type_one_side:
+        embedding = [params["embedding"][u] for u in keep]
+    else:
+        embedding = [None] * config.n_embedding_nets
+        for a, ca in enumerate(keep):
+            for b, nb in enumerate(keep):
+                embedding[config.embedding_index(a, b)] = params["embedding"][big.embedding_index(ca, nb)]
+    theirs = big.sel_offsets
+    cols = np.concatenate([np.arange(theirs[u], theirs[u + 1]) for u in keep])
+    stats = {"davg": stats["davg"][keep][:, cols], "dstd": stats["dstd"][keep][:, cols],
+             "type_bias": np.where(np.arange(len(keep)) < nr, stats["type_bias"][keep], 0.0)}
+    return config, {"embedding": embedding, "fitting": [params["fitting"][u] for u in keep]}, stats, spin_dict

@@ -161,8 +161,10 @@ def descriptor_of_centres(config: ModelConfig, params: dict, stats: dict, blocks
     return d.reshape(d.shape[0], -1)
 
 
-def descriptors_by_type(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList):
-    """[(type, centres [n_t], D [n_t, dim_descriptor])] for each centre type present (static order)."""
+def descriptors_by_type(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList,
+                        skip: tuple[int, ...] = ()):
+    """[(type, centres [n_t], D [n_t, dim_descriptor])] for each centre type present (static order),
+    leaving out the centre types in `skip`."""
     out = []
     start = 0
     for t, count in enumerate(nbr.type_counts):
@@ -170,6 +172,8 @@ def descriptors_by_type(config: ModelConfig, params: dict, stats: dict, position
             continue
         centres = nbr.order[start:start + count]
         start += count
+        if t in skip:
+            continue
         blocks = neighbor_blocks(config, positions, cell, nbr, centres)
         out.append((t, centres, descriptor_of_centres(config, params, stats, blocks, t)))
     return out

@@ -61,7 +61,8 @@ def _cell(cell, dtype):
 
 
 def atomic_energies(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList):
-    """Energy of each atom (eV), [N]: fitting net of its type on its descriptor + type_bias[type].
+    """Energy of each atom (eV), [N]: fitting net of its type on its descriptor + type_bias[type]
+    (0 for atoms of config.atom_exclude_types, whose descriptors are not computed).
 
     positions [N, 3] Å (all atoms, virtual spin atoms included); cell [3, 3] Å rows = lattice
     vectors, or None / zeros for a free system; nbr from `build_neighbor_list` for these atoms.
@@ -70,7 +71,8 @@ def atomic_energies(config: ModelConfig, params: dict, stats: dict, positions, c
     positions = jnp.asarray(positions, config.dtype)
     cell = _cell(cell, config.dtype)
     e = jnp.zeros(positions.shape[0], config.dtype)
-    for t, centres, d in descriptors_by_type(config, params, stats, positions, cell, nbr):
+    for t, centres, d in descriptors_by_type(config, params, stats, positions, cell, nbr,
+                                             skip=config.atom_exclude_types):
         e_t = fitting_net(params["fitting"][t], d, config.activation)[:, 0] + stats["type_bias"][t]
         e = e.at[centres].set(e_t)
     return e

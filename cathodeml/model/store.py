@@ -142,11 +142,15 @@ def _read_model_h5(path: str | os.PathLike) -> Model:
 def import_deepmd(path: str | os.PathLike) -> Model:
     """Read a DeePMD-kit `.dp` se_e2_a energy model (`load_model` reads it too, by content)."""
     from cathodeml.io.deepmd_dp import read_dp
-    from cathodeml.model.deepmd_format import from_deepmd
+    from cathodeml.model.deepmd_format import from_deepmd, from_deepmd_spin
 
     tree = read_dp(path)
+    spin = None
     try:
-        config, params, stats = from_deepmd(tree)
+        if tree.get("model", {}).get("type") == "spin_ener":
+            config, params, stats, spin = from_deepmd_spin(tree)
+        else:
+            config, params, stats = from_deepmd(tree)
     except InputFormatError:
         raise
     except CathodemlError as exc:  # an unsupported model: say which file
@@ -154,15 +158,20 @@ def import_deepmd(path: str | os.PathLike) -> Model:
     check_shapes(config, params, stats, str(path))
     meta = {"imported_from": str(path), "deepmd_version": tree.get("version"),
             "model_def_script": tree.get("model_def_script")}
-    return Model(config=config, params=params, stats=stats, spin=None, metadata=meta)
+    return Model(config=config, params=params, stats=stats, spin=spin, metadata=meta)
 
 
 def export_deepmd(path: str | os.PathLike, model: Model) -> None:
-    """Write `model` as a DeePMD-kit `.dp` file (atomically); spin settings are not part of it."""
+    """Write `model` as a DeePMD-kit `.dp` file (atomically): a standard model, or for a spin model
+    DeePMD-kit's spin model (`deepmd_format.to_deepmd_spin`; refused, with the reason, for spin
+    models whose virtual atoms have energies of their own)."""
     from cathodeml.io.deepmd_dp import write_dp
-    from cathodeml.model.deepmd_format import to_deepmd
+    from cathodeml.model.deepmd_format import to_deepmd, to_deepmd_spin
 
-    write_dp(path, to_deepmd(model.config, model.params, model.stats))
+    if model.spin:
+        write_dp(path, to_deepmd_spin(model.config, model.params, model.stats, model.spin))
+    else:
+        write_dp(path, to_deepmd(model.config, model.params, model.stats))
 
 
 def parameters_identical(a: Model, b: Model, rtol: float = 0.0) -> bool:

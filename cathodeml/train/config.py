@@ -34,7 +34,10 @@ class ModelSettings:
     hidden widths; axis_neuron: columns of G kept (M₂); type_one_side: embedding depends only on
     the neighbour type; embedding_resnet_dt, fitting_resnet_dt: learnable timestep on residual
     layers; activation: "tanh" (or DeePMD-kit's other names); precision: "float64" or "float32";
-    type_map: element order (empty: taken from the data); seed: parameter initialisation seed.
+    type_map: element order (empty: taken from the data); seed: parameter initialisation seed;
+    virtual_atom_energy: on spin data, whether the virtual `<El>_spin` atoms get an energy of their
+    own (their own fitting net, cathodeml's default) or act only as neighbours of the real atoms
+    (false: DeePMD-kit's spin models, the kind `export-lammps` can hand to pair_style deepspin).
     """
 
     # Architecture defaults come from the model's own config, so the two cannot drift apart.
@@ -51,6 +54,7 @@ class ModelSettings:
     precision: str = _ARCH["precision"]
     type_map: tuple[str, ...] = ()
     seed: int = 1
+    virtual_atom_energy: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,6 +58,8 @@ def model_config_for(settings, type_map: list[str], systems: list[LabelledSystem
         type_one_side=settings.type_one_side, embedding_resnet_dt=settings.embedding_resnet_dt,
         fitting_neurons=tuple(settings.fitting_neurons), fitting_resnet_dt=settings.fitting_resnet_dt,
         activation=settings.activation, precision=settings.precision,
+        atom_exclude_types=() if settings.virtual_atom_energy else
+        tuple(i for i, t in enumerate(type_map) if spin.is_virtual_type(t)),
     )
 
 
