@@ -80,8 +80,9 @@ def lammps_single_point(deck: Path, names: str, env, spin: bool = False) -> tupl
 
 
 def cathodeml_single_point(model, structure: str, moments=None):
-    """cathodeml's energy and forces on the structure turned into LAMMPS's frame (the rotation of
-    cathodeml.io.lammps, checked here against what LAMMPS read from the data file)."""
+    """cathodeml's energy and forces on the structure as given, the forces turned into LAMMPS's frame
+    (F @ R, R the rotation of cathodeml.io.lammps): so the data file's positions, and for spin models
+    the direction of the spins, are checked too."""
     import ase
 
     from cathodeml.calculator import CathodemlCalculator
@@ -89,10 +90,10 @@ def cathodeml_single_point(model, structure: str, moments=None):
     from cathodeml.io.structure import read_structure
 
     s = read_structure(structure)
-    restricted, rotation = lammps_cell(s.cell)
-    atoms = ase.Atoms(s.symbols, positions=s.positions @ rotation, cell=restricted, pbc=True)
+    _, rotation = lammps_cell(s.cell)
+    atoms = ase.Atoms(s.symbols, positions=s.positions, cell=s.cell, pbc=True)
     atoms.calc = CathodemlCalculator(model, moments=moments)
-    return atoms.get_potential_energy(), atoms.get_forces()
+    return atoms.get_potential_energy(), atoms.get_forces() @ rotation
 
 
 def spin_case(out: Path) -> tuple[Path, Path, np.ndarray]:

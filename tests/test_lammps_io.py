@@ -62,6 +62,18 @@ def test_spin_data_file_has_unit_directions_and_magnitudes(tmp_path):
     assert [float(r[8]) for r in rows] == [0.0, 4.2, 3.9]
 
 
+def test_spin_directions_turn_with_the_cell(tmp_path):
+    """The collinear axis is the structure's z: in LAMMPS's rotated frame it is z·R, so that the
+    virtual atoms sit where cathodeml puts them."""
+    path = tmp_path / "conf.data"
+    rotation = lammps.write_data(path, np.zeros((2, 3)), TRICLINIC, np.array([0, 0]), ["Fe"], [55.845],
+                                 spins=np.array([2.0, -3.0]))
+    rows = [ln.split() for ln in path.read_text().split("Atoms  # spin")[1].strip().splitlines()]
+    directions = np.array([[float(v) for v in r[5:8]] for r in rows])
+    assert np.allclose(directions[0], np.array([0.0, 0.0, 1.0]) @ rotation)
+    assert np.allclose(directions[1], -directions[0]) and not np.allclose(directions[0], [0, 0, 1])
+
+
 def _write_dump(path, frames, cell_rows, symbols, *, unwrapped=True, images=None, time_ps=None, shuffle=None):
     """A LAMMPS text dump with a triclinic box, written from known positions (what LAMMPS writes)."""
     xy, xz, yz = (float(v) for v in (cell_rows[1, 0], cell_rows[2, 0], cell_rows[2, 1]))
@@ -157,3 +169,32 @@ def test_dump_missing_atom_lines_in_the_middle_is_a_clear_error(tmp_path):
     path.write_text("".join(lines))
     with pytest.raises(InputFormatError, match="fewer than 7 atom lines|unknown dump item|expected an ITEM"):
         open_trajectory(path)
+
+
+def test_info_and_analyze_read_a_lammps_dump_with_its_side_file(tmp_path):
+    """A dump as an export-lammps deck leaves it: info describes it, analyze takes the temperature from
+    <dump>.json and gives the D of the walk it was written from."""
+    from typer.testing import CliRunner
+
+    from cathodeml.cli import app
+
+    rng = np.random.default_rng(3)
+    restricted = np.diag([12.0, 12.0, 12.0])
+    n_frames, n_li = 200, 20
+    steps = rng.normal(scale=0.3, size=(n_frames - 1, n_li, 3))
+    walk = rng.random((n_li, 3)) * 12 + np.concatenate([np.zeros((1, n_li, 3)), np.cumsum(steps, axis=0)])
+    path = tmp_path / "traj.lammpstrj"
+    _write_dump(path, walk, restricted, ["Li"] * n_li, time_ps=[0.1 * k for k in range(n_frames)])
+    lammps.write_dump_metadata(path, temperature_K=700.0, type_map=["Li"], dt_fs=1.0, model="m.h5")
+    runner = CliRunner()
+    info = runner.invoke(app, ["info", str(path), "--json"])
+    assert info.exit_code == 0, info.output
+    summary = json.loads(info.output)
+    assert summary["format"] == "lammps-dump" and summary["n_frames"] == n_frames and summary["temperature_K"] == 700.0
+    out = runner.invoke(app, ["analyze", str(path), "--species", "Li", "--skip", "0", "--fit-window", "0.1T:0.5T",
+                              "--blocks", "1", "-o", str(tmp_path / "an"), "--json"])
+    assert out.exit_code == 0, out.output
+    run = json.loads(out.output)["runs"][0]
+    assert run["temperature_K"]["value"] == 700.0
+    # a Gaussian walk: ⟨Δr²⟩ = 3·σ²·n per step of 100 fs, so D = σ²/(2·100 fs) = 0.45e-4 cm²/s
+    assert run["D_self"]["value"] == pytest.approx(0.3**2 / (2 * 100e-15) * 1e-16, rel=0.25)

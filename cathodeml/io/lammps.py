@@ -57,7 +57,7 @@ def lammps_cell(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def write_data(path: str | os.PathLike, positions: np.ndarray, cell: np.ndarray, types: np.ndarray,
                type_map: Sequence[str], masses: Sequence[float], spins: np.ndarray | None = None) -> np.ndarray:
     """Write a LAMMPS data file (atom_style atomic, or atom_style spin when `spins` [N] gives the
-    collinear spin along z per atom) in the restricted frame; types are 0-based into type_map,
+    collinear spin along the structure's z per atom, i.e. along z·R in LAMMPS's frame) in the restricted frame; types are 0-based into type_map,
     masses per type.  Returns the rotation R (positions in the file are `positions @ R`)."""
     restricted, rotation = lammps_cell(cell)
     x = np.asarray(positions, dtype=float) @ rotation
@@ -71,10 +71,14 @@ def write_data(path: str | os.PathLike, positions: np.ndarray, cell: np.ndarray,
         lines += ["", "Atoms  # atomic", ""]
         lines += [f"{n + 1} {int(t) + 1} {_num(p[0])} {_num(p[1])} {_num(p[2])}" for n, (t, p) in enumerate(zip(types, x))]
     else:
-        # atom_style spin: id type x y z spx spy spz |sp|, the direction a unit vector
+        # atom_style spin: id type x y z spx spy spz |sp|, the direction a unit vector.  The collinear
+        # axis is the structure's z, which the rotation into LAMMPS's frame turns too.
+        axis = rotation[2]
         lines += ["", "Atoms  # spin", ""]
-        lines += [f"{n + 1} {int(t) + 1} {_num(p[0])} {_num(p[1])} {_num(p[2])} 0.0 0.0 {1.0 if v >= 0 else -1.0} "
-                  f"{_num(abs(v))}" for n, (t, p, v) in enumerate(zip(types, x, np.asarray(spins, dtype=float)))]
+        for n, (t, p, v) in enumerate(zip(types, x, np.asarray(spins, dtype=float))):
+            e = axis if v >= 0 else -axis
+            lines.append(f"{n + 1} {int(t) + 1} {_num(p[0])} {_num(p[1])} {_num(p[2])} {_num(e[0])} {_num(e[1])} "
+                         f"{_num(e[2])} {_num(abs(v))}")
     _write_text(path, "\n".join(lines) + "\n")
     return rotation
 
