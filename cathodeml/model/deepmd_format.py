@@ -186,15 +186,13 @@ def _spin_layout(type_map, spin_dict):
 
 def spin_export_blocker(config: ModelConfig, spin_dict: dict) -> str | None:
     """Why this spin model cannot be written as a DeePMD-kit spin model, or None when it can."""
-    real, settings, _ = _spin_layout(config.type_map, spin_dict)
+    real, _, _ = _spin_layout(config.type_map, spin_dict)
     virtual = tuple(range(len(real), config.ntypes))
     if config.atom_exclude_types != virtual:
         return ("its virtual <El>_spin atoms carry an energy of their own (a fitting net per virtual type), and "
                 "DeePMD-kit's spin models give virtual atoms none (they only act as neighbours): the .dp would "
                 "compute a different energy.  Retrain with `virtual_atom_energy = false` in the preset's [model] "
                 "table to get a model that exports exactly")
-    if settings.mode != "collinear":
-        return None
     return None
 
 
