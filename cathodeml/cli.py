@@ -94,6 +94,9 @@ def _register() -> None:
     from cathodeml.commands import spin_scan
 
     app.command("spin-scan", help=spin_scan.__doc__)(user_errors(spin_scan.spin_scan))
+    from cathodeml.commands import spin_search
+
+    app.command("spin-search", help=spin_search.__doc__)(user_errors(spin_search.spin_search))
 
 
 _register()

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cathodeml.commands.options import AsJson, Quiet
-from cathodeml.errors import TypeMapError
+from cathodeml.errors import CathodemlError, TypeMapError
 from cathodeml.units import FS_PER_NS, SECONDS_PER_DAY
 
 
@@ -35,6 +35,8 @@ def md(
     seed: int = typer.Option(0, "--seed", help="Seed of the Maxwell–Boltzmann start velocities."),
     restart: bool = typer.Option(False, "--restart", help="Continue OUTPUT from its checkpoint OUTPUT.ckpt."),
     magmom: str = typer.Option(None, "--magmom", help="Moments for spin models: Ni=1.0,Mn=3.0 or a per-atom file (μB)."),
+    spin_search: str = typer.Option(None, "--spin-search", help="Spin models: re-optimise the spin states every N steps (a multiple of --stride), e.g. every=100 or every=100,keep-counts,sweeps=20; changes go to OUTPUT.spin.log and the moments into the trajectory."),
+    states: list[str] = typer.Option(None, "--states", help="With --spin-search: spin states of an element in μB, e.g. Fe=-4.2,4.2 (default: the model's catalogue)."),
     velocities: bool = typer.Option(False, "--velocities", help="Also store velocities in the trajectory."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints (default ≈10,000)."),
     skin: float = typer.Option(2.0, "--skin", help="Neighbour-list skin, Å."),
@@ -63,12 +65,34 @@ def md(
         struct = struct.with_moments(parse_magmom(magmom, struct.symbols))
     real_map = spin.model_real_type_map(model.type_map, model.spin)
     types = structure_types(struct.symbols, real_map, model_path)
-    potential = deeppot(model, types, struct.moments)
+    schedule_settings = None
+    if spin_search is not None:
+        from cathodeml.md.respin import SpinSearchSettings
+
+        schedule_settings = SpinSearchSettings.parse(spin_search)
+        if schedule_settings.every % stride:
+            raise CathodemlError(f"--spin-search every={schedule_settings.every} must be a multiple of --stride ({stride})")
+        if not model.spin:
+            raise CathodemlError(f"--spin-search needs a spin model; {model_path} has no virtual spin atoms")
+    elif states:
+        raise CathodemlError("--states is read by --spin-search only; add --spin-search every=N")
     sites = spin.model_virtual_sites(model.type_map, model.spin, types)
+    if sites is not None and struct.moments is None and schedule_settings is not None:
+        struct = struct.with_moments(_catalogue_start(model, types, sites, states))
+    potential = deeppot(model, types, struct.moments)
     host_moments = None if sites is None else spin.host_moments(sites, struct.moments)
+    schedule = None
+    if schedule_settings is not None:
+        from cathodeml.md.respin import SpinSearchSchedule
+        from cathodeml.spin_search import parse_states
+
+        schedule = SpinSearchSchedule(model, potential, types, struct.cell, schedule_settings, seed=seed,
+                                      catalogue=parse_states(states or []))
+    fingerprint = {"model_sha256": _sha256(model_path), "structure": structure, "supercell": list(parse_supercell(supercell))}
+    if schedule_settings is not None:
+        fingerprint["spin_search"] = {**schedule_settings.to_dict(), "states": sorted(states or [])}
     system = MDSystem(positions=struct.positions, cell=struct.cell, masses=element_masses(struct.symbols), species=types,
-                      type_map=real_map, fingerprint={"model_sha256": _sha256(model_path), "structure": structure,
-                                                      "supercell": list(parse_supercell(supercell))})
+                      type_map=real_map, fingerprint=fingerprint)
 
     relax = None
     if minimize and not restart:
@@ -80,7 +104,8 @@ def md(
                       + ("" if relax["converged"] else " [yellow](not converged)[/yellow]"))
 
     parameters = {"model": str(model_path), "structure": structure, "supercell": supercell, "spin": model.spin,
-                  "moments": None if host_moments is None else host_moments.tolist(), "minimized": relax}
+                  "moments": None if host_moments is None else host_moments.tolist(), "minimized": relax,
+                  "spin_search": None if schedule_settings is None else schedule_settings.to_dict()}
     console.print(f"{potential.name}; {len(types)} atoms ({_formula(struct.symbols)}), {settings.ensemble.upper()} "
                   f"at {temperature:g} K, dt {dt:g} fs, {steps} steps → {output}")
     progress = Progress(TextColumn("[bold]md[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -106,7 +131,7 @@ def md(
 
         result, summary = run_md(potential, system, settings, output, seed=seed, restart=restart, overwrite=overwrite,
                                  write_velocities=velocities, parameters=parameters, should_stop=stop_requested,
-                                 on_progress=on_progress, on_frame=on_frame, on_start=on_start)
+                                 on_progress=on_progress, on_frame=on_frame, on_start=on_start, spin_search=schedule)
     if "t0" in clock and result.steps_done:
         steady = time.perf_counter() - clock["t0"]
         done = int(result.state.step) - clock["s0"]
@@ -124,6 +149,23 @@ def md(
         typer.echo(f"stopped at step {summary['final_step']} on request; checkpoint {checkpoint_path(output)} written: "
                    "continue with --restart", err=True)
         raise typer.Exit(130)
+
+
+def _catalogue_start(model, types, sites, states) -> np.ndarray:
+    """Per-atom moments to start a --spin-search run from when none are given: each magnetic atom
+    in its element's highest catalogue state (the search at step 0 then picks the states)."""
+    from cathodeml import spin
+    from cathodeml.spin_search import model_catalogue, parse_states
+
+    catalogue = {**model_catalogue(model), **parse_states(states or [])}
+    real = spin.model_real_type_map(model.type_map, model.spin)
+    out = np.zeros(len(types))
+    for i in sites.host_index:
+        el = real[types[i]]
+        if el not in catalogue:
+            raise CathodemlError(f"the model stores no spin states for {el}; give them, e.g. --states {el}=-4.2,4.2")
+        out[i] = max(catalogue[el])
+    return out
 
 
 def _load_model(path: Path):
@@ -176,7 +218,12 @@ def _render(console: Console, summary: dict, settings) -> None:
         rows.append(("potential energy", f"{pe['mean']:.4f} ± {pe['std']:.4f} eV"))
     if "conserved_energy_drift_eV" in obs:
         rows.append(("conserved-energy drift", f"{obs['conserved_energy_drift_eV']:.3g} eV"))
-    rows.append(("files", f"{summary['output']}, {summary['thermo_log']}, {summary['checkpoint']}"))
+    if "spin_search" in summary:
+        sp = summary["spin_search"]
+        rows.append(("spin searches", f"{sp['searches']} ({sp['search_seconds']:.1f} s), {sp['changes']} changed the "
+                                      f"states ({sp['atoms_changed']} atom moves), ΣΔE {sp['energy_jumps_eV']:.4f} eV"))
+    rows.append(("files", f"{summary['output']}, {summary['thermo_log']}, {summary['checkpoint']}"
+                 + (f", {summary['spin_search']['log']}" if "spin_search" in summary else "")))
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)

@@ -12,7 +12,9 @@ Layout (H5MD 1.1, what `analyze` and `info` read): `/h5md` (version [1,1], autho
 image·box), velocity (Å/fs, optional), box/edges ([3,3] Å, rows are lattice vectors), species
 (indices into the type map), mass (amu)}`, `/observables/{temperature (K), potential_energy,
 kinetic_energy, conserved_energy (eV)}`, each time-dependent element with `value`, `step`, `time`
-(fs), and `/parameters` with the run settings as JSON in the attribute `cathodeml`.
+(fs), and `/parameters` with the run settings as JSON in the attribute `cathodeml`.  Runs that
+change spin states (`md --spin-search`) add `/observables/spin_moments` ([N] μB per frame: the
+moment each atom's virtual atom was placed with, 0 for non-magnetic atoms).
 """
 
 from __future__ import annotations
@@ -62,11 +64,14 @@ class TrajectoryWriter:
     def __init__(self, f: h5py.File, write_velocities: bool):
         self.f = f
         self.write_velocities = write_velocities
+        self.write_spin = "observables/spin_moments" in f
 
     @classmethod
     def create(cls, path: str | os.PathLike, *, species, masses, type_map: list[str], cell, parameters: dict,
-               write_velocities: bool = False, author: str = "cathodeml") -> "TrajectoryWriter":
-        """New trajectory for N atoms: species [N] type indices, masses [N] amu, cell [3,3] Å."""
+               write_velocities: bool = False, spin_moments: bool = False,
+               author: str = "cathodeml") -> "TrajectoryWriter":
+        """New trajectory for N atoms: species [N] type indices, masses [N] amu, cell [3,3] Å;
+        `spin_moments` adds the per-atom moment time series."""
         species = np.asarray(species, dtype=np.int32)
         n = species.shape[0]
         f = h5py.File(path, "w")
@@ -92,6 +97,8 @@ class TrajectoryWriter:
             obs = f.create_group("observables")
             for name in OBSERVABLES:
                 _time_element(obs, name, (), np.float64, _UNITS[name])
+            if spin_moments:
+                _time_element(obs, "spin_moments", (n,), np.float64, "μB")
             params = f.create_group("parameters")
             params.attrs["cathodeml"] = json.dumps({**parameters, "type_map": list(type_map)})
             f.flush()
@@ -119,9 +126,11 @@ class TrajectoryWriter:
         f.flush()
         return cls(f, "particles/all/velocity" in f)
 
-    def append(self, *, step: int, time_fs: float, positions, cell, velocities=None, observables: dict) -> None:
+    def append(self, *, step: int, time_fs: float, positions, cell, velocities=None, observables: dict,
+               spin_moments=None) -> None:
         """Add one frame: positions [N,3] Å (unwrapped), cell [3,3] Å, velocities Å/fs, observables
-        {temperature K, potential/kinetic/conserved energy eV}; flushed to disk."""
+        {temperature K, potential/kinetic/conserved energy eV}, per-atom spin moments [N] μB (when
+        the file has them); flushed to disk."""
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.asarray(cell, dtype=np.float64)
         image = image_counts(positions, cell).astype(np.int32)
@@ -133,6 +142,8 @@ class TrajectoryWriter:
         _append(part["box/edges"], cell, step, time_fs)
         for name in OBSERVABLES:
             _append(self.f["observables"][name], float(observables[name]), step, time_fs)
+        if self.write_spin:
+            _append(self.f["observables/spin_moments"], np.asarray(spin_moments, dtype=np.float64), step, time_fs)
         self.f.flush()
 
     @property

@@ -186,7 +186,8 @@ def read_trajectory(path: str | os.PathLike, *, velocities: bool = True) -> dict
 
     Returns {"positions" [nf,N,3] Å, "image" [nf,N,3] or None, "velocities" [nf,N,3] Å/fs or None,
     "cells" [nf,3,3] Å, "step" [nf], "time" [nf] fs, "species" [N], "masses" [N] amu, "type_map",
-    "parameters" dict, and each observable of cathodeml md [nf] or None}.
+    "parameters" dict, each observable of cathodeml md [nf] or None, and "spin_moments" [nf, N] μB
+    or None (md --spin-search)}.
     """
     from cathodeml.io.h5md import OBSERVABLES
 
@@ -211,7 +212,7 @@ def read_trajectory(path: str | os.PathLike, *, velocities: bool = True) -> dict
             "type_map": traj.header.parameters.get("type_map", []),
             "parameters": traj.header.parameters,
         }
-        for name in OBSERVABLES:
+        for name in (*OBSERVABLES, "spin_moments"):
             out[name] = _element_value(f[f"observables/{name}"])[()] if f"observables/{name}" in f else None
     return out
 

@@ -35,6 +35,7 @@ class Potential:
     closest_distance(positions, cell, neighbors) -> Å: the shortest distance between two real
     atoms among the listed pairs (jittable), so the MD loop can stop the step atoms collide;
     None when the potential has no pairs (the check is then skipped).
+    spin: for a spin model, the SpinState whose moments the next `build_neighbors` uses.
     """
 
     energy: Callable[[jax.Array, jax.Array, Any], jax.Array]
@@ -42,6 +43,7 @@ class Potential:
     cutoff: float
     name: str = ""
     closest_distance: Callable[[jax.Array, jax.Array, Any], jax.Array] | None = None
+    spin: Any = None  # a spin DeepPot's SpinState (the host moments), else None
 
 
 def energy_and_forces(potential: Potential, positions, cell, neighbors) -> tuple[jax.Array, jax.Array]:
@@ -176,26 +178,54 @@ def _digest(*arrays) -> str:
     return h.hexdigest()
 
 
+@_pytree
+@dataclasses.dataclass(frozen=True)
+class SpinNeighbors:
+    """A spin model's neighbour data: the list of real + virtual atoms and the host moments [M] μB
+    it was built with.  The moments travel as data, not as a constant of the compiled energy, so
+    changing them (`md --spin-search`) costs a list rebuild, not a recompilation."""
+
+    nbr: Any
+    moments: jax.Array
+
+    @property
+    def capacity(self):
+        return self.nbr.capacity
+
+
+class SpinState:
+    """The host moments [M] μB a spin DeepPot places its virtual atoms with, changeable between MD
+    segments (the next neighbour build uses them)."""
+
+    def __init__(self, moments):
+        self.moments = np.array(moments, dtype=np.float64)
+
+
 def deeppot(model, atom_types, moments=None, margin: float = 1.25) -> Potential:
     """A DeepPot-SE `cathodeml.model.Model` as an MD potential for real atoms of `atom_types` [N]
     (indices into the model's real type map, `spin.model_real_type_map`).  A spin model needs the
-    atoms' `moments` ([N] μB, or [N, 3]; held fixed during the run): its virtual atoms are placed
-    inside the model's energy (`cathodeml.model.energy`), so −∂E/∂R of a host includes its virtual
-    atom's force.  A plain model ignores `moments`.
+    atoms' `moments` ([N] μB, or [N, 3]): its virtual atoms are placed inside the model's energy
+    (`cathodeml.model.energy`), so −∂E/∂R of a host includes its virtual atom's force.  The moments
+    are held in `potential.spin` (a SpinState) and enter the energy through the neighbour data
+    (SpinNeighbors), so they may change between segments of a run.  A plain model ignores `moments`.
 
-    The same model, atoms and moments give the same Potential object, so a second run in one
-    process (a restart, the tests) reuses the compiled MD kernels."""
+    The same model and atoms give the same Potential object (its moments reset to the given ones),
+    so a second run in one process (a restart, the tests, another --magmom) reuses the compiled
+    MD kernels."""
     from cathodeml import spin
 
     sites = spin.model_virtual_sites(model.type_map, model.spin, atom_types)
     host_m = None if sites is None else spin.host_moments(sites, moments)
-    spin_key = None if sites is None else _digest(sites.host_index, sites.types, sites.eta, sites.d, host_m) + sites.mode
+    spin_key = None if sites is None else _digest(sites.host_index, sites.types, sites.eta, sites.d) + sites.mode
     key = (model.config, _digest(model.params, model.stats), np.asarray(atom_types).tobytes(), spin_key, margin)
     if key not in _DEEPPOTS:
         if len(_DEEPPOTS) >= 4:
             _DEEPPOTS.pop(next(iter(_DEEPPOTS)))
         _DEEPPOTS[key] = _deeppot(model, atom_types, sites, host_m, margin)
-    return _DEEPPOTS[key]
+    potential = _DEEPPOTS[key]
+    if sites is not None:
+        potential.spin.moments = np.array(host_m, dtype=np.float64)
+    return potential
 
 
 def _deeppot(model, atom_types, sites, host_m, margin: float) -> Potential:
@@ -208,24 +238,29 @@ def _deeppot(model, atom_types, sites, host_m, margin: float) -> Potential:
     n_real = atom_types.size
     all_types = atom_types if sites is None else sites.all_types(atom_types)
     sites_j = None if sites is None else jax.tree_util.tree_map(jnp.asarray, sites)
-    moments_j = None if sites is None else jnp.asarray(host_m)
+    state = None if sites is None else SpinState(host_m)
 
     def energy(positions, cell, nbr):
-        e = model_energy(config, params, stats, positions, cell, nbr, moments=moments_j, sites=sites_j)
+        if sites is None:
+            e = model_energy(config, params, stats, positions, cell, nbr)
+        else:
+            e = model_energy(config, params, stats, positions, cell, nbr.nbr, moments=nbr.moments, sites=sites_j)
         return jnp.asarray(e, jnp.float64)
 
     def build(positions, cell, skin, previous):
         full = np.asarray(positions, dtype=np.float64)
         if sites is not None:
-            full = sites.place(full, host_m)
+            full = sites.place(full, state.moments)
         nbr = build_neighbor_list(full, cell, all_types, config.rcut, config.ntypes, skin=skin,
                                   capacity=None if previous is None else previous.capacity, margin=margin)
         padded = tuple(padded_capacity(c, 1.0) for c in nbr.capacity)
         if padded != nbr.capacity:
             nbr = with_capacity(nbr, padded)
-        return jax.tree_util.tree_map(jnp.asarray, nbr)
+        nbr = jax.tree_util.tree_map(jnp.asarray, nbr)
+        return nbr if sites is None else SpinNeighbors(nbr, jnp.asarray(state.moments))
 
-    def closest(positions, cell, nbr):
+    def closest(positions, cell, data):
+        nbr = data if sites is None else data.nbr
         idx = nbr.index[:n_real]
         real = (idx >= 0) & (idx < n_real)
         diff = positions[jnp.where(real, idx, 0)] + jnp.einsum("nck,kl->ncl", nbr.shift[:n_real].astype(positions.dtype), cell) \
@@ -233,4 +268,5 @@ def _deeppot(model, atom_types, sites, host_m, margin: float) -> Potential:
         return jnp.sqrt(jnp.min(jnp.where(real, jnp.sum(diff * diff, axis=-1), jnp.inf)))
 
     name = f"DeepPot-SE se_e2_a (rcut {config.rcut:g} Å{', spin' if sites is not None else ''})"
-    return Potential(energy=energy, build_neighbors=build, cutoff=config.rcut, name=name, closest_distance=closest)
+    return Potential(energy=energy, build_neighbors=build, cutoff=config.rcut, name=name, closest_distance=closest,
+                     spin=state)

@@ -240,11 +240,16 @@ class Simulation:
             on_checkpoint: Callable[[integ.MDState], None] | None = None,
             should_stop: Callable[[], bool] = lambda: False,
             on_progress: Callable[[int], None] | None = None,
-            emit_first_frame: bool = True) -> RunResult:
+            emit_first_frame: bool = True, respin: Callable[[integ.MDState], bool] | None = None,
+            respin_every: int = 0) -> RunResult:
         """Run from `state` to settings.n_steps, calling on_frame every stride steps (and at the
         start), on_checkpoint every checkpoint_every steps, at the end and when should_stop()
         turns true (the run then stops at the next frame).  Raises SimulationError naming the step
-        when a guard trips; frames emitted before stay valid."""
+        when a guard trips; frames emitted before stay valid.
+
+        respin(state) -> changed, every `respin_every` steps (a multiple of stride) before that
+        step's frame, and at the start of a new run: it may change the potential's spin states,
+        after which the list is rebuilt and the forces recomputed (`md --spin-search`)."""
         st = self.settings
         t0 = time.perf_counter()
         start_step = int(state.step)
@@ -252,6 +257,11 @@ class Simulation:
         energy_window = st.max_energy_change * self.n_atoms
         if self.neighbors is None:
             state = self.initial_state(state.positions, state.velocities, int(state.step), state.chain)
+        if respin is not None and respin_every % st.stride:
+            raise CathodemlError(f"spin searches every {respin_every} steps must fall on frames: use a multiple of "
+                                 f"--stride ({st.stride})")
+        if respin is not None and emit_first_frame and int(state.step) % respin_every == 0 and respin(state):
+            state = self.refresh(state)
         if emit_first_frame and on_frame is not None:
             on_frame(self.frame(state))
         stalled = 0
@@ -277,6 +287,8 @@ class Simulation:
             stalled = 0  # steps were made on the new list: the next rebuild starts a fresh count
             if status != _OK:
                 raise SimulationError(self._guard_message(status, step_now_after + 1))
+            if respin is not None and step_now_after % respin_every == 0 and respin(state):
+                state = self.refresh(state)
             if step_now_after % st.stride == 0 or step_now_after == st.n_steps:
                 if on_frame is not None:
                     on_frame(self.frame(state))

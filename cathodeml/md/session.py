@@ -62,12 +62,21 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
            restart: bool = False, overwrite: bool = False, write_velocities: bool = False,
            parameters: dict | None = None, velocities=None, should_stop: Callable[[], bool] = lambda: False,
            on_progress: Callable[[int], None] | None = None, on_frame: Callable[[Frame], None] | None = None,
-           on_start: Callable[[int], None] | None = None) -> tuple[RunResult, dict]:
+           on_start: Callable[[int], None] | None = None, spin_search=None) -> tuple[RunResult, dict]:
     """Run MD from the system's positions (or from the checkpoint with `restart`), writing the
     trajectory `output`, its checkpoint and thermo log.  Returns (RunResult, summary dict with
-    frames, observables' means and standard deviations, throughput)."""
+    frames, observables' means and standard deviations, throughput).
+
+    spin_search: a `cathodeml.md.respin.SpinSearchSchedule` (md --spin-search): its searches run
+    every `settings.every` steps, its moments go into every frame and checkpoint, its changes
+    into `traj.spin.log`."""
+    from cathodeml.md import respin
+
     output = Path(output)
     ckpt, log = checkpoint_path(output), log_path(output)
+    spin_log = spin_log_path(output)
+    if spin_search is not None:
+        spin_search.log = spin_log
     fingerprint = _fingerprint(system, settings)
     sim = Simulation(potential, system.cell, system.masses, settings)
     if restart:
@@ -77,6 +86,11 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
         if step >= settings.n_steps:
             raise CathodemlError(f"{ckpt} is at step {step} already; ask for more --steps (total) to continue")
         chain = integ.ChainState(jnp.asarray(arrays["chain_xi"]), jnp.asarray(arrays["chain_v_xi"]))
+        if spin_search is not None:
+            if "spin_moments" not in arrays:
+                raise CathodemlError(f"{ckpt} was written without --spin-search; restart without it or start afresh")
+            spin_search.restore(arrays["spin_moments"])
+            respin.truncate_log(spin_log, step)
         state = sim.initial_state(arrays["positions"], arrays["velocities"], step, chain, meta.get("neighbor_capacity"))
         rng_key = arrays["rng_key"]
         writer = TrajectoryWriter.reopen(output, keep_step=step)
@@ -96,14 +110,18 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
                   "ensemble": settings.ensemble, "tdamp_fs": settings.tdamp_fs, "chain_length": settings.chain_length,
                   "n_dof": sim.n_dof, "seed": seed, "skin": settings.skin, **(parameters or {})}
         writer = TrajectoryWriter.create(output, species=system.species, masses=system.masses, type_map=system.type_map,
-                                         cell=system.cell, parameters=params, write_velocities=write_velocities)
+                                         cell=system.cell, parameters=params, write_velocities=write_velocities,
+                                         spin_moments=spin_search is not None)
         log.write_text(_LOG_HEADER)
+        if spin_search is not None:
+            spin_log.write_text(respin.LOG_HEADER)
     if on_start is not None:
         on_start(int(state.step))
 
     def frame_out(frame: Frame) -> None:
         writer.append(step=frame.step, time_fs=frame.time_fs, positions=frame.positions, cell=system.cell,
-                      velocities=frame.velocities, observables=dataclasses.asdict(frame))
+                      velocities=frame.velocities, observables=dataclasses.asdict(frame),
+                      spin_moments=None if spin_search is None else spin_search.per_atom())
         with open(log, "a") as fh:
             fh.write(f"{frame.step} {frame.time_fs:.3f} {frame.temperature:.4f} {frame.potential_energy:.8f} "
                      f"{frame.kinetic_energy:.8f} {frame.conserved_energy:.8f}\n")
@@ -111,17 +129,36 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
             on_frame(frame)
 
     def checkpoint_out(s: integ.MDState) -> None:
+        extra = {} if spin_search is None else {"spin_moments": np.asarray(spin_search.host_moments)}
         write_checkpoint(ckpt, {"positions": np.asarray(s.positions), "velocities": np.asarray(s.velocities),
                                 "chain_xi": np.asarray(s.chain.xi), "chain_v_xi": np.asarray(s.chain.v_xi),
-                                "rng_key": np.asarray(rng_key)},
+                                "rng_key": np.asarray(rng_key), **extra},
                          {"step": int(s.step), "fingerprint": fingerprint, "neighbor_capacity": sim.neighbor_capacity},
                          MD_CHECKPOINT_KIND)
 
     with writer:
         result = sim.run(state, on_frame=frame_out, on_checkpoint=checkpoint_out, should_stop=should_stop,
-                         on_progress=on_progress, emit_first_frame=not restart)
+                         on_progress=on_progress, emit_first_frame=not restart, respin=spin_search,
+                         respin_every=0 if spin_search is None else spin_search.settings.every)
         n_frames = writer.n_frames
-    return result, _summary(log, result, settings, n_frames)
+    summary = _summary(log, result, settings, n_frames)
+    if spin_search is not None:
+        summary["spin_search"] = _spin_summary(spin_log)
+    return result, summary
+
+
+def spin_log_path(output: Path) -> Path:
+    """traj.h5 → traj.spin.log (md --spin-search: one line per search)"""
+    return output.with_suffix(".spin.log")
+
+
+def _spin_summary(spin_log: Path) -> dict:
+    """Searches and changes over the whole run (restarts included), from traj.spin.log."""
+    rows = [ln.split() for ln in spin_log.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    jumps = [float(r[3]) for r in rows if int(r[4]) > 0]
+    return {"searches": len(rows), "changes": len(jumps), "atoms_changed": sum(int(r[4]) for r in rows),
+            "energy_jumps_eV": float(np.sum(jumps)) if jumps else 0.0,
+            "search_seconds": float(sum(float(r[6]) for r in rows)), "log": str(spin_log)}
 
 
 def _fingerprint(system: MDSystem, settings: RunSettings) -> dict:

@@ -54,6 +54,9 @@ with_capacity(nbr, capacity) -> re-padded list (to batch lists built separately)
 Energy (pure, jittable, vmappable, differentiable): the one path every command uses
 ----------------------------------------------------------------------------------
 atomic_energies(config, params, stats, positions, cell, nbr) -> [N] eV   (the model, written once)
+centre_energies(config, params, stats, positions, cell, nbr, centres [n], centre_type) -> [n] eV
+    the same numbers for a subset of atoms of one type, nothing else computed (local energy
+    changes: spin_search's single flips)
 energy(config, params, stats, positions, cell, nbr, *, moments=None, sites=None) -> scalar eV
 energy_forces_virial(config, params, stats, positions, cell, nbr, *, moments=None, sites=None,
                      virial=True) -> (E eV, F [N,3] eV/Å, W [3,3] eV)
@@ -111,6 +114,7 @@ from cathodeml.model.neighbors import (
 )
 from cathodeml.model.potential import (
     atomic_energies,
+    centre_energies,
     default_stats,
     energy,
     energy_forces_virial,
@@ -122,7 +126,7 @@ from cathodeml.model.store import Model, export_deepmd, import_deepmd, load_mode
 
 __all__ = [
     "ModelConfig", "Model", "NeighborList", "build_neighbor_list", "build_neighbor_lists", "count_within_cutoff",
-    "needs_rebuild", "with_capacity", "atomic_energies", "energy", "energy_forces_virial", "evaluate", "init_params",
+    "needs_rebuild", "with_capacity", "atomic_energies", "centre_energies", "energy", "energy_forces_virial", "evaluate", "init_params",
     "default_stats", "descriptor_stats", "environment_sums", "stats_from_sums", "fit_type_bias", "save_model",
     "load_model", "import_deepmd", "export_deepmd",
 ]

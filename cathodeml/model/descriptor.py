@@ -161,24 +161,6 @@ def descriptor_of_centres(config: ModelConfig, params: dict, stats: dict, blocks
     return d.reshape(d.shape[0], -1)
 
 
-def descriptors_by_type(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList,
-                        skip: tuple[int, ...] = ()):
-    """[(type, centres [n_t], D [n_t, dim_descriptor])] for each centre type present (static order),
-    leaving out the centre types in `skip`."""
-    out = []
-    start = 0
-    for t, count in enumerate(nbr.type_counts):
-        if count == 0:
-            continue
-        centres = nbr.order[start:start + count]
-        start += count
-        if t in skip:
-            continue
-        blocks = neighbor_blocks(config, positions, cell, nbr, centres)
-        out.append((t, centres, descriptor_of_centres(config, params, stats, blocks, t)))
-    return out
-
-
 def raw_environment(config: ModelConfig, positions, cell, nbr: NeighborList):
     """Unnormalised environment rows [N, Σsel, 4] (1/Å) of every atom, empty slots zero."""
     centres = jnp.arange(positions.shape[0])

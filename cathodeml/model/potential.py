@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cathodeml.model.config import ModelConfig
-from cathodeml.model.descriptor import descriptors_by_type
+from cathodeml.model.descriptor import descriptor_of_centres, neighbor_blocks
 from cathodeml.model.neighbors import NeighborList
 from cathodeml.model.nn import fitting_net, init_embedding_net, init_fitting_net
 
@@ -71,11 +71,31 @@ def atomic_energies(config: ModelConfig, params: dict, stats: dict, positions, c
     positions = jnp.asarray(positions, config.dtype)
     cell = _cell(cell, config.dtype)
     e = jnp.zeros(positions.shape[0], config.dtype)
-    for t, centres, d in descriptors_by_type(config, params, stats, positions, cell, nbr,
-                                             skip=config.atom_exclude_types):
-        e_t = fitting_net(params["fitting"][t], d, config.activation)[:, 0] + stats["type_bias"][t]
-        e = e.at[centres].set(e_t)
+    start = 0
+    for t, count in enumerate(nbr.type_counts):
+        centres = nbr.order[start:start + count]
+        start += count
+        if count and t not in config.atom_exclude_types:
+            e = e.at[centres].set(_centre_energies(config, params, stats, positions, cell, nbr, centres, t))
     return e
+
+
+def centre_energies(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList, centres,
+                    centre_type: int):
+    """Energies (eV) [n] of the atoms `centres` [n] (indices into positions), all of `centre_type`:
+    the same numbers `atomic_energies` gives them, without computing any other atom (a local energy
+    change, e.g. of one spin flip, needs only the atoms it reaches).  0 for an excluded type."""
+    if centre_type in config.atom_exclude_types:
+        return jnp.zeros(jnp.shape(centres)[0], config.dtype)
+    params, stats = _cast(config, params), _cast(config, stats)
+    return _centre_energies(config, params, stats, jnp.asarray(positions, config.dtype), _cell(cell, config.dtype),
+                            nbr, centres, centre_type)
+
+
+def _centre_energies(config, params, stats, positions, cell, nbr, centres, t):
+    blocks = neighbor_blocks(config, positions, cell, nbr, centres)
+    d = descriptor_of_centres(config, params, stats, blocks, t)
+    return fitting_net(params["fitting"][t], d, config.activation)[:, 0] + stats["type_bias"][t]
 
 
 def energy(config: ModelConfig, params: dict, stats: dict, positions, cell, nbr: NeighborList, *,

@@ -141,6 +141,36 @@ def _spin_of(datasets) -> dict | None:
     return json.loads(found.pop())
 
 
+def spin_catalogue(systems: list[LabelledSystem], type_map, elements) -> dict:
+    """The spin states each magnetic element took in the training data, {element: [{"center", "min",
+    "max", "count", "fraction"}]} (signed μB, increasing): what `spin-search` may assign to an atom
+    of that element.  The same grouping as `test`'s per-state errors (`spin.spin_states`);
+    "fraction" is the [lowest, highest] share of the element's atoms in that state over the frames,
+    the range of compositions the model was trained on (all-down, say, when only all-up was seen,
+    is an extrapolation `spin-search` warns about)."""
+    from cathodeml.spin import state_index
+    from cathodeml.train.evaluate import atom_spin_states
+
+    type_map = list(type_map)
+    states = atom_spin_states(systems, type_map)
+    out = {}
+    for el in elements:
+        if el not in states:
+            continue
+        t = type_map.index(el)
+        shares = []
+        for s in systems:
+            mask = s.atom_types[: s.n_real] == t
+            if s.moments is None or not mask.any():
+                continue
+            idx = state_index(s.moments[:, mask], states[el])
+            shares.append(np.stack([np.mean(idx == k, axis=1) for k in range(len(states[el]))], axis=1))
+        shares = np.concatenate(shares) if shares else np.zeros((0, len(states[el])))
+        out[el] = [{**st, "fraction": [float(shares[:, k].min()), float(shares[:, k].max())] if len(shares) else None}
+                   for k, st in enumerate(states[el])]
+    return out
+
+
 def _as_systems(datasets, type_map: list[str]) -> list[LabelledSystem]:
     from cathodeml.io.dataset import Dataset, remap_types
     from cathodeml.train.data import labelled_systems
@@ -185,5 +215,7 @@ def plan_run(settings: TrainConfig, restart: str | None = None) -> RunPlan:
     if not ckpt:
         params, stats = initial_model(config, train_systems, settings.model.seed, t.stat_frames)
         state = new_run_state(params, stats)
+    if spin:
+        spin = {**spin, "states": spin_catalogue(train_systems, type_map, spin["elements"])}
     return RunPlan(config, settings, state, train_systems, valid_systems, spin,
                    [p for p, _ in train_sets], [p for p, _ in valid_sets], restart)
