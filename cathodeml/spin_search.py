@@ -476,7 +476,10 @@ def search(problem: SpinProblem, *, initial_states=None, seed: int = 0, keep_cou
             finite = np.abs(deltas[np.isfinite(deltas) & (deltas != 0)])
             t_start = float(np.median(finite)) if finite.size else 1e-3
         rng = np.random.default_rng(seed)
-        starts = [start] if guess is None else [start, guess]
+        # with keep_counts every chain must hold the start's counts: the guess seeds one only if it does
+        usable = guess is not None and not (keep_counts and np.any(_state_counts(problem, guess)
+                                                                   != _state_counts(problem, start)))
+        starts = [start, guess] if usable else [start]
         while len(starts) < replicas:
             s = np.array([rng.integers(k) for k in problem.n_states])
             if keep_counts:  # a random permutation of the start keeps its counts per element
