@@ -97,6 +97,9 @@ def _register() -> None:
     from cathodeml.commands import spin_search
 
     app.command("spin-search", help=spin_search.__doc__)(user_errors(spin_search.spin_search))
+    from cathodeml.commands import select
+
+    app.command("select", help=select.__doc__)(user_errors(select.select))
 
 
 _register()

@@ -280,6 +280,13 @@ def test_md_spin_search_lowers_the_energy_logs_jumps_records_states_and_restarts
     assert t["spin_moments"].shape == (5, 16)
     mn = np.asarray(t["species"]) == 1
     assert set(np.unique(t["spin_moments"][:, mn])) <= {-3.8, 3.8} and np.all(t["spin_moments"][:, ~mn] == 0)
+    # `info` shows how the states evolved: counts as a direct numpy count of the time series
+    shown = json.loads(runner.invoke(app, ["info", str(straight), "--json"]).stdout)["spin_states"]
+    sm = t["spin_moments"][:, mn]
+    assert shown["changes"] == int(np.sum(sm[1:] != sm[:-1])) and list(shown["elements"]) == ["Mn"]
+    assert shown["elements"]["Mn"]["states_muB"] == sorted(set(sm.ravel().tolist()))
+    assert shown["elements"]["Mn"]["last"] == [int(np.sum(sm[-1] == v)) for v in shown["elements"]["Mn"]["states_muB"]]
+    assert "spin_moments" not in json.loads(runner.invoke(app, ["info", str(straight), "--json"]).stdout)["observables"]
     # the energy each frame reports is the model's at that frame's searched moments
     model = load_model(tmp_path / "model.h5")
     sites = spin.model_virtual_sites(model.type_map, model.spin, np.asarray(t["species"]))
@@ -303,3 +310,13 @@ def test_md_spin_search_lowers_the_energy_logs_jumps_records_states_and_restarts
     no_search = runner.invoke(app, ["md", str(tmp_path / "model.h5"), cif, "-o", str(tmp_path / "x.h5"),
                                     "--states", "Mn=-3.8,3.8", "--magmom", "Mn=3.8"])
     assert no_search.exit_code == 1 and "--spin-search" in no_search.output
+
+
+def test_spin_state_summary_counts_states_and_changes():
+    from cathodeml.commands.describe_trajectory import spin_state_summary
+
+    moments = np.array([[3.8, 3.8, 0.0, 1.0], [3.8, -3.8, 0.0, 1.0], [-3.8, 3.8, 0.0, 1.0], [-3.8, 3.8, 0.0, 1.0]])
+    s = spin_state_summary(["Mn", "Mn", "O", "Ni"], moments)
+    assert s["changes"] == 3 and s["frames_with_changes"] == 2 and s["frames"] == 4
+    assert s["elements"] == {"Mn": {"states_muB": [-3.8, 3.8], "first": [0, 2], "last": [1, 1]},
+                             "Ni": {"states_muB": [1.0], "first": [1], "last": [1]}}

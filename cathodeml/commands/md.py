@@ -37,6 +37,9 @@ def md(
     magmom: str = typer.Option(None, "--magmom", help="Moments for spin models: Ni=1.0,Mn=3.0 or a per-atom file (μB)."),
     spin_search: str = typer.Option(None, "--spin-search", help="Spin models: re-optimise the spin states every N steps (a multiple of --stride), e.g. every=100 or every=100,keep-counts,sweeps=20; changes go to OUTPUT.spin.log and the moments into the trajectory."),
     states: list[str] = typer.Option(None, "--states", help="With --spin-search: spin states of an element in μB, e.g. Fe=-4.2,4.2 (default: the model's catalogue)."),
+    models: list[Path] = typer.Option(None, "--models", help="Further models of an ensemble with MODEL (repeat the option): each frame's model deviation goes to OUTPUT.model_devi.out (DeePMD-kit's columns); MODEL drives the run."),
+    trust_hi: float = typer.Option(None, "--trust-hi", help="With --models: flag frames whose max force deviation exceeds this, eV/Å."),
+    trust_stop: bool = typer.Option(False, "--trust-stop", help="With --trust-hi: stop after the first flagged frame (the frames so far stay valid)."),
     velocities: bool = typer.Option(False, "--velocities", help="Also store velocities in the trajectory."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints (default ≈10,000)."),
     skin: float = typer.Option(2.0, "--skin", help="Neighbour-list skin, Å."),
@@ -88,7 +91,19 @@ def md(
 
         schedule = SpinSearchSchedule(model, potential, types, struct.cell, schedule_settings, seed=seed,
                                       catalogue=parse_states(states or []))
+    deviation = None
+    if models:
+        from cathodeml.ensemble import Ensemble, MDDeviation
+
+        ensemble_models = Ensemble.of([model] + [_load_model(p) for p in models], [str(model_path)] + [str(p) for p in models])
+        deviation = MDDeviation(ensemble_models, potential, struct.cell, sites, trust_hi, stop=trust_stop)
+    elif trust_hi is not None or trust_stop:
+        raise CathodemlError("--trust-hi and --trust-stop read the model deviation of an ensemble; add --models m2.h5 ...")
+    if trust_stop and trust_hi is None:
+        raise CathodemlError("--trust-stop needs a threshold: add --trust-hi (eV/Å), e.g. --trust-hi 0.25")
     fingerprint = {"model_sha256": _sha256(model_path), "structure": structure, "supercell": list(parse_supercell(supercell))}
+    if models:
+        fingerprint["ensemble_sha256"] = [_sha256(p) for p in models]
     if schedule_settings is not None:
         fingerprint["spin_search"] = {**schedule_settings.to_dict(), "states": sorted(states or [])}
     system = MDSystem(positions=struct.positions, cell=struct.cell, masses=element_masses(struct.symbols), species=types,
@@ -131,7 +146,8 @@ def md(
 
         result, summary = run_md(potential, system, settings, output, seed=seed, restart=restart, overwrite=overwrite,
                                  write_velocities=velocities, parameters=parameters, should_stop=stop_requested,
-                                 on_progress=on_progress, on_frame=on_frame, on_start=on_start, spin_search=schedule)
+                                 on_progress=on_progress, on_frame=on_frame, on_start=on_start, spin_search=schedule,
+                                 deviation=deviation)
     if "t0" in clock and result.steps_done:
         steady = time.perf_counter() - clock["t0"]
         done = int(result.state.step) - clock["s0"]
@@ -145,6 +161,12 @@ def md(
         typer.echo(json.dumps(summary, indent=2, default=float))
     else:
         _render(console, summary, settings)
+    devi = summary.get("model_deviation")
+    if devi and devi["stopped_at_trust_hi"]:
+        typer.echo(f"stopped at step {summary['final_step']}: max force deviation above --trust-hi {trust_hi:g} eV/Å "
+                   f"first at step {devi['first_above_step']}; the {summary['frames']} frames so far are valid "
+                   f"({devi['file']})", err=True)
+        return
     if result.stopped:
         typer.echo(f"stopped at step {summary['final_step']} on request; checkpoint {checkpoint_path(output)} written: "
                    "continue with --restart", err=True)
@@ -222,8 +244,14 @@ def _render(console: Console, summary: dict, settings) -> None:
         sp = summary["spin_search"]
         rows.append(("spin searches", f"{sp['searches']} ({sp['search_seconds']:.1f} s), {sp['changes']} changed the "
                                       f"states ({sp['atoms_changed']} atom moves), ΣΔE {sp['energy_jumps_eV']:.4f} eV"))
+    if "model_deviation" in summary:
+        d = summary["model_deviation"]
+        rows.append(("model deviation", f"{d['models']} models, max_devi_f {d['max_devi_f_mean']:.4f} mean, "
+                                        f"{d['max_devi_f_max']:.4f} largest eV/Å"
+                     + (f"; {d['frames_above_trust_hi']} frames above {d['trust_hi']:g}" if d["trust_hi"] is not None else "")))
     rows.append(("files", f"{summary['output']}, {summary['thermo_log']}, {summary['checkpoint']}"
-                 + (f", {summary['spin_search']['log']}" if "spin_search" in summary else "")))
+                 + (f", {summary['spin_search']['log']}" if "spin_search" in summary else "")
+                 + (f", {summary['model_deviation']['file']}" if "model_deviation" in summary else "")))
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)

@@ -25,18 +25,15 @@ def train(
     steps: int = typer.Option(None, "--steps", help="Number of training steps (overrides training.steps)."),
     batch_size: str = typer.Option(None, "--batch-size", help="Frames per step: an int or auto[:n] (overrides training.batch_size)."),
     seed: int = typer.Option(None, "--seed", help="Data shuffling seed (overrides training.seed)."),
-    restart: Path = typer.Option(None, "--restart", help="Continue from this checkpoint.h5 exactly where it stopped."),
+    restart: Path = typer.Option(None, "--restart", help="Continue from this checkpoint.h5 exactly where it stopped (with --ensemble: the base name; finished members are kept)."),
+    ensemble: int = typer.Option(1, "--ensemble", min=1, help="Train K models that differ only in their initialisation (model.seed, seed+1, …): OUTPUT's stem gets .000, .001, … (as DP-GEN's graph.000.pb), with their own lcurve and checkpoint."),
     quiet: Quiet = False,
     as_json: AsJson = False,
     distributed: bool = typer.Option(False, "--distributed", help="Train across hosts: one task per host (srun / mpirun); jax.distributed finds the others from SLURM, Open MPI or JAX_COORDINATOR_ADDRESS."),
 ) -> None:
     """Train a DeepPot-SE model (jitted JAX, Adam, DeePMD-kit schedule); virtual spin atoms supported."""
-    from cathodeml.model import Model, save_model
     from cathodeml.train.config import read_config, with_overrides
-    from cathodeml.signals import stop_on_signals
     from cathodeml.train.distributed import launched_tasks, start_distributed
-    from cathodeml.train.plan import plan_run
-    from cathodeml.train.trainer import train as run_training
 
     if distributed:
         rank, n_processes = start_distributed()
@@ -57,13 +54,51 @@ def train(
     )
     if output.is_dir():
         raise CathodemlError(f"{output} is a directory; give a file name for the model, e.g. model.h5")
-    out_dir = output.parent
-    lcurve = _beside(out_dir, settings.training.lcurve)
-    checkpoint = _beside(out_dir, settings.training.checkpoint)
     err = Console(stderr=True)
     for key in ignored if rank == 0 else ():
         err.print(f"[yellow]note:[/yellow] {config_path}: {key} is not used by cathodeml", highlight=False)
+    lcurve = _beside(output.parent, settings.training.lcurve)
+    checkpoint = _beside(output.parent, settings.training.checkpoint)
+    if ensemble == 1:
+        _train_one(settings, output, lcurve, checkpoint, restart, rank, n_processes, quiet, as_json)
+        return
+    # an ensemble: K ordinary runs from seeds model.seed + k; a member whose model file exists is done
+    summaries = []
+    for k in range(ensemble):
+        tag = lambda p: p.with_name(f"{p.stem}.{k:03d}{p.suffix}")  # noqa: E731
+        member = with_overrides(settings, model__seed=settings.model.seed + k)
+        if restart is not None and tag(output).exists():
+            summaries.append({"model": str(tag(output)), "member": k, "kept": True})
+            continue
+        resume = tag(restart) if restart is not None and tag(restart).exists() else None
+        if not (quiet or as_json):
+            err.print(f"ensemble member {k + 1}/{ensemble}: model.seed {member.model.seed} → {tag(output)}", highlight=False)
+        summaries.append({**_train_one(member, tag(output), tag(lcurve), tag(checkpoint), resume, rank, n_processes,
+                                       quiet or as_json, False, report=False, restart_hint=checkpoint), "member": k})
+    if rank == 0:
+        result = {"ensemble": ensemble, "models": [m["model"] for m in summaries], "members": summaries}
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+        elif not quiet:
+            table = Table("member", "model", "steps", "E RMSE meV/atom (valid)", "F RMSE meV/Å (valid)", title="ensemble")
+            for m in summaries:
+                v = m.get("final_valid") or m.get("last_train") or {}
+                table.add_row(str(m["member"]), m["model"], "kept" if m.get("kept") else str(m["steps"]),
+                              f"{1000 * v['rmse_e']:.2f}" if "rmse_e" in v else "-",
+                              f"{1000 * v['rmse_f']:.1f}" if "rmse_f" in v else "-")
+            Console().print(table)
 
+
+def _train_one(settings, output: Path, lcurve: Path, checkpoint: Path, restart: Path | None, rank: int,
+               n_processes: int, quiet: bool, as_json: bool, report: bool = True, restart_hint: Path | None = None) -> dict:
+    """One training run to `output` (its lcurve and checkpoint given); returns its summary.
+    restart_hint: the checkpoint to name in the "continue with --restart" line (an ensemble's base name)."""
+    from cathodeml.model import Model, save_model
+    from cathodeml.signals import stop_on_signals
+    from cathodeml.train.plan import plan_run
+    from cathodeml.train.trainer import train as run_training
+
+    err = Console(stderr=True)
     with err.status("reading data, building neighbour lists, computing statistics", spinner="dots") if not (quiet or as_json) else _null():
         plan = plan_run(settings, str(restart) if restart else None)
 
@@ -82,16 +117,19 @@ def train(
     summary = {**_summary(plan, result, output, lcurve, checkpoint), "processes": n_processes}
     if result.interrupted:
         summary["model"] = None
-        _report(summary, quiet, as_json)
+        if report:
+            _report(summary, quiet, as_json)
         if rank == 0:
             err.print(f"interrupted at step {result.step}: checkpoint written to {checkpoint}; "
-                      f"continue with --restart {checkpoint}", highlight=False)
+                      f"continue with --restart {restart_hint or checkpoint}", highlight=False)
         raise typer.Exit(130)
     metadata = {"training": settings.to_dict(), "data": plan.data_paths, "valid_data": plan.valid_paths,
                 "steps": result.step, "final": result.final}
     if rank == 0:
         save_model(output, Model(plan.config, result.params, result.stats, spin=plan.spin, metadata=metadata))
-        _report(summary, quiet, as_json)
+        if report:
+            _report(summary, quiet, as_json)
+    return summary
 
 
 def _beside(folder: Path, name: str) -> Path:

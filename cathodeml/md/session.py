@@ -62,19 +62,25 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
            restart: bool = False, overwrite: bool = False, write_velocities: bool = False,
            parameters: dict | None = None, velocities=None, should_stop: Callable[[], bool] = lambda: False,
            on_progress: Callable[[int], None] | None = None, on_frame: Callable[[Frame], None] | None = None,
-           on_start: Callable[[int], None] | None = None, spin_search=None) -> tuple[RunResult, dict]:
+           on_start: Callable[[int], None] | None = None, spin_search=None,
+           deviation=None) -> tuple[RunResult, dict]:
     """Run MD from the system's positions (or from the checkpoint with `restart`), writing the
     trajectory `output`, its checkpoint and thermo log.  Returns (RunResult, summary dict with
     frames, observables' means and standard deviations, throughput).
 
     spin_search: a `cathodeml.md.respin.SpinSearchSchedule` (md --spin-search): its searches run
     every `settings.every` steps, its moments go into every frame and checkpoint, its changes
-    into `traj.spin.log`."""
+    into `traj.spin.log`.
+
+    deviation: a `cathodeml.ensemble.MDDeviation` (md --models): the ensemble's model deviation of
+    every frame goes to `traj.model_devi.out` (DeePMD-kit's columns); with its `stop` the run
+    stops after the first frame above its trust_hi."""
     from cathodeml.md import respin
 
     output = Path(output)
     ckpt, log = checkpoint_path(output), log_path(output)
     spin_log = spin_log_path(output)
+    devi_log = model_devi_path(output)
     if spin_search is not None:
         spin_search.log = spin_log
     fingerprint = _fingerprint(system, settings)
@@ -91,6 +97,8 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
                 raise CathodemlError(f"{ckpt} was written without --spin-search; restart without it or start afresh")
             spin_search.restore(arrays["spin_moments"])
             respin.truncate_log(spin_log, step)
+        if deviation is not None:
+            _truncate_devi(devi_log, step)
         state = sim.initial_state(arrays["positions"], arrays["velocities"], step, chain, meta.get("neighbor_capacity"))
         rng_key = arrays["rng_key"]
         writer = TrajectoryWriter.reopen(output, keep_step=step)
@@ -115,6 +123,10 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
         log.write_text(_LOG_HEADER)
         if spin_search is not None:
             spin_log.write_text(respin.LOG_HEADER)
+        if deviation is not None:
+            from cathodeml.ensemble import header
+
+            devi_log.write_text(header(f"{deviation.ensemble.size} models"))
     if on_start is not None:
         on_start(int(state.step))
 
@@ -125,6 +137,11 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
         with open(log, "a") as fh:
             fh.write(f"{frame.step} {frame.time_fs:.3f} {frame.temperature:.4f} {frame.potential_energy:.8f} "
                      f"{frame.kinetic_energy:.8f} {frame.conserved_energy:.8f}\n")
+        if deviation is not None:
+            from cathodeml.ensemble import format_rows
+
+            with open(devi_log, "a") as fh:
+                fh.write(format_rows(deviation(frame.step, frame.positions)))
         if on_frame is not None:
             on_frame(frame)
 
@@ -137,14 +154,42 @@ def run_md(potential: Potential, system: MDSystem, settings: RunSettings, output
                          MD_CHECKPOINT_KIND)
 
     with writer:
-        result = sim.run(state, on_frame=frame_out, on_checkpoint=checkpoint_out, should_stop=should_stop,
+        stop = should_stop if deviation is None else (lambda: should_stop() or deviation.stop_now)
+        result = sim.run(state, on_frame=frame_out, on_checkpoint=checkpoint_out, should_stop=stop,
                          on_progress=on_progress, emit_first_frame=not restart, respin=spin_search,
                          respin_every=0 if spin_search is None else spin_search.settings.every)
         n_frames = writer.n_frames
     summary = _summary(log, result, settings, n_frames)
     if spin_search is not None:
         summary["spin_search"] = _spin_summary(spin_log)
+    if deviation is not None:
+        summary["model_deviation"] = _devi_summary(devi_log, deviation)
     return result, summary
+
+
+def model_devi_path(output: Path) -> Path:
+    """traj.h5 → traj.model_devi.out (md --models: one line per frame, DeePMD-kit's columns)"""
+    return output.with_suffix(".model_devi.out")
+
+
+def _truncate_devi(path: Path, step: int) -> None:
+    """Keep the header and the rows up to `step` (a restart rewrites what came after)."""
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    path.write_text("".join(ln for ln in lines if ln.startswith("#") or (ln.split() and int(ln.split()[0]) <= step)))
+
+
+def _devi_summary(path: Path, deviation) -> dict:
+    """Frames, the largest max_devi_f, and the frames above trust_hi over the whole run (restarts included)."""
+    from cathodeml.ensemble import read_model_devi
+
+    devi = read_model_devi(path)
+    hi = deviation.trust_hi
+    above = devi[devi[:, 4] > hi, 0].astype(int).tolist() if hi is not None else []
+    return {"file": str(path), "models": deviation.ensemble.size, "frames": int(devi.shape[0]),
+            "max_devi_f_max": float(devi[:, 4].max()) if devi.size else float("nan"),
+            "max_devi_f_mean": float(devi[:, 4].mean()) if devi.size else float("nan"),
+            "trust_hi": hi, "frames_above_trust_hi": len(above), "first_above_step": above[0] if above else None,
+            "stopped_at_trust_hi": deviation.stop_now}
 
 
 def spin_log_path(output: Path) -> Path:

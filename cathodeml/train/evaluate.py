@@ -65,10 +65,10 @@ def _predict_chunk(params, stats, batch, sites, *, config, want_virial):
     return predict_batch(params, config, stats, batch, sites, want_virial, True)
 
 
-def predict_system(model, system: LabelledSystem, chunk: int = 8) -> tuple:
+def predict_system(model, system: LabelledSystem, chunk: int = 8, want_virial: bool | None = None) -> tuple:
     """Model energies [nf] (eV), forces [nf, n_real, 3] (eV/Å) and, when the system has virial
-    labels, virials [nf, 3, 3] (eV; else None) for every frame, through the training step's own
-    energy path (`step.predict_batch`).
+    labels (or `want_virial`), virials [nf, 3, 3] (eV; else None) for every frame, through the
+    training step's own energy path (`step.predict_batch`).
 
     Frames go through in chunks of `chunk` (the last one padded by repeating a frame, so one
     compilation serves the system).
@@ -80,7 +80,7 @@ def predict_system(model, system: LabelledSystem, chunk: int = 8) -> tuple:
     cells = np.zeros((nf, 3, 3)) if system.nopbc else system.cells
     chunk = min(chunk, nf)
     energies, forces, virials = [], [], []
-    want_virial = system.virials is not None
+    want_virial = system.virials is not None if want_virial is None else want_virial
     nbr_all = build_neighbor_lists(system.all_coords(), None if system.nopbc else system.cells, system.all_types(),
                                    cfg.rcut, cfg.ntypes)
     for start in range(0, nf, chunk):
