@@ -171,3 +171,35 @@ def test_trained_ensemble_deviates_more_away_from_its_training_frames(tmp_path, 
     r = runner.invoke(app, ["train", str(tmp_path / "tiny.toml"), "--data", str(tmp_path / "train.h5"), "-o",
                             str(tmp_path / "m.h5"), "--ensemble", "3", "--restart", str(tmp_path / "checkpoint.h5"), "--json"])
     assert r.exit_code == 0 and all(m.get("kept") for m in json.loads(r.stdout)["members"])
+
+
+def test_train_ensemble_in_one_program_equals_members_one_by_one(tmp_path, data_dir):
+    from cathodeml import load_model
+    from cathodeml.io.dataset import read_dataset, write_dataset
+
+    ds = read_dataset(data_dir / "deepmd" / "lgps_slice" / "train" / "LiGePS-iter.000000-data.000", ["Li", "Ge", "P", "S"])
+    write_dataset(tmp_path / "train.h5", ds)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    models = {}
+    for mode in ("vmap", "sequential"):
+        (tmp_path / mode).mkdir()
+        r = runner.invoke(app, ["train", str(tmp_path / "tiny.toml"), "--data", str(tmp_path / "train.h5"), "--steps", "6",
+                                "-o", str(tmp_path / mode / "m.h5"), "--ensemble", "2", "--json"]
+                          + (["--sequential"] if mode == "sequential" else []))
+        assert r.exit_code == 0, r.output
+        models[mode] = [load_model(tmp_path / mode / f"m.{k:03d}.h5") for k in range(2)]
+    for a, b in zip(models["vmap"], models["sequential"]):
+        assert a.metadata["training"]["model"]["seed"] == b.metadata["training"]["model"]["seed"]
+        for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-9, atol=1e-12)
+    # both members resumed from their checkpoints (at the last step) write the same models again
+    for k in range(2):
+        (tmp_path / "vmap" / f"m.{k:03d}.h5").unlink()
+    r = runner.invoke(app, ["train", str(tmp_path / "tiny.toml"), "--data", str(tmp_path / "train.h5"), "--steps", "6",
+                            "-o", str(tmp_path / "vmap" / "m.h5"), "--ensemble", "2", "--json",
+                            "--restart", str(tmp_path / "vmap" / "checkpoint.h5")])
+    assert r.exit_code == 0, r.output
+    for k in range(2):
+        again = load_model(tmp_path / "vmap" / f"m.{k:03d}.h5")
+        for x, y in zip(jax.tree_util.tree_leaves(again.params), jax.tree_util.tree_leaves(models["vmap"][k].params)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -107,6 +107,42 @@ def test_restart_after_an_interruption_continues_bit_for_bit(small_nio, tmp_path
     assert describe_checkpoint(tmp_path / "b.h5")[0]["step"] == 8  # `cathodeml info checkpoint.h5`
 
 
+def test_an_ensemble_in_one_program_trains_each_member_as_alone_and_restarts(small_nio, tmp_path):
+    """K members stacked and vmapped (`train_members`) = K runs of `train`, one per model.seed, on the same
+    batches; interrupted together and resumed from their own checkpoints, they end where uninterrupted runs do."""
+    from cathodeml.model.potential import init_params
+    from cathodeml.train.trainer import Member, new_run_state, train_members
+
+    config, data = small_nio
+    base = _settings(config, data, training__steps=8, training__disp_freq=2)
+    seeds = [base.model.seed, base.model.seed + 1]
+    alone = []
+    for k, seed in enumerate(seeds):
+        settings = with_overrides(base, model__seed=seed)
+        plan = plan_run(settings)
+        alone.append(train(plan.config, plan.state, plan.train_systems, plan.valid_systems, settings,
+                           lcurve_path=tmp_path / f"alone{k}.out", checkpoint_path=tmp_path / f"alone{k}.h5"))
+    assert not np.allclose(alone[0].params["fitting"][0][0]["w"], alone[1].params["fitting"][0][0]["w"])
+
+    plan = plan_run(base)
+    fresh = [plan.state, new_run_state(init_params(plan.config, jax.random.PRNGKey(seeds[1])), plan.state.stats)]
+    members = [Member(st, with_overrides(base, model__seed=seed), tmp_path / f"m{k}.out", tmp_path / f"m{k}.h5")
+               for k, (st, seed) in enumerate(zip(fresh, seeds))]
+    calls = iter(range(100))
+    stopped = train_members(plan.config, members, plan.train_systems, plan.valid_systems,
+                            should_stop=lambda: next(calls) >= 2)
+    assert all(r.interrupted and r.step == 3 for r in stopped)
+    resumed = [dataclasses.replace(m, state=read_checkpoint(m.checkpoint_path)[2]) for m in members]
+    assert [read_checkpoint(m.checkpoint_path)[1]["settings"]["model"]["seed"] for m in members] == seeds
+    done = train_members(plan.config, resumed, plan.train_systems, plan.valid_systems)
+    for k in range(2):
+        for x, y in zip(jax.tree_util.tree_leaves(alone[k].params), jax.tree_util.tree_leaves(done[k].params)):
+            np.testing.assert_allclose(y, x, rtol=1e-9, atol=1e-12)
+        a, b = np.loadtxt(tmp_path / f"alone{k}.out"), np.loadtxt(tmp_path / f"m{k}.out")
+        np.testing.assert_allclose(b, a, rtol=1e-8)
+        assert done[k].final["valid"]["rmse_f"] == pytest.approx(alone[k].final["valid"]["rmse_f"], rel=1e-8)
+
+
 def test_restart_with_other_data_is_refused(small_nio, tmp_path, data_dir):
     config, data = small_nio
     settings = _settings(config, data, training__steps=2)

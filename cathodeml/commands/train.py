@@ -26,12 +26,15 @@ def train(
     batch_size: str = typer.Option(None, "--batch-size", help="Frames per step: an int or auto[:n] (overrides training.batch_size)."),
     seed: int = typer.Option(None, "--seed", help="Data shuffling seed (overrides training.seed)."),
     restart: Path = typer.Option(None, "--restart", help="Continue from this checkpoint.h5 exactly where it stopped (with --ensemble: the base name; finished members are kept)."),
-    ensemble: int = typer.Option(1, "--ensemble", min=1, help="Train K models that differ only in their initialisation (model.seed, seed+1, …): OUTPUT's stem gets .000, .001, … (as DP-GEN's graph.000.pb), with their own lcurve and checkpoint."),
+    ensemble: int = typer.Option(1, "--ensemble", min=1, help="Train K models that differ only in their initialisation (model.seed, seed+1, …) on the same batches, in one vmapped program: OUTPUT's stem gets .000, .001, … (as DP-GEN's graph.000.pb), with their own lcurve and checkpoint."),
+    sequential: bool = typer.Option(False, "--sequential", help="With --ensemble: train the members one after another (1/K of the memory) instead of in one program."),
     quiet: Quiet = False,
     as_json: AsJson = False,
     distributed: bool = typer.Option(False, "--distributed", help="Train across hosts: one task per host (srun / mpirun); jax.distributed finds the others from SLURM, Open MPI or JAX_COORDINATOR_ADDRESS."),
 ) -> None:
     """Train a DeepPot-SE model (jitted JAX, Adam, DeePMD-kit schedule); virtual spin atoms supported."""
+    import jax
+
     from cathodeml.train.config import read_config, with_overrides
     from cathodeml.train.distributed import launched_tasks, start_distributed
 
@@ -60,28 +63,42 @@ def train(
     lcurve = _beside(output.parent, settings.training.lcurve)
     checkpoint = _beside(output.parent, settings.training.checkpoint)
     if ensemble == 1:
-        _train_one(settings, output, lcurve, checkpoint, restart, rank, n_processes, quiet, as_json)
+        plan = _plan(settings, restart, quiet or as_json)
+        _train(plan, [(settings, output, lcurve, checkpoint)], rank, n_processes, quiet, as_json)
         return
-    # an ensemble: K ordinary runs from seeds model.seed + k; a member whose model file exists is done
-    summaries = []
-    for k in range(ensemble):
-        tag = lambda p: p.with_name(f"{p.stem}.{k:03d}{p.suffix}")  # noqa: E731
-        member = with_overrides(settings, model__seed=settings.model.seed + k)
-        if restart is not None and tag(output).exists():
-            summaries.append({"model": str(tag(output)), "member": k, "kept": True})
-            continue
-        resume = tag(restart) if restart is not None and tag(restart).exists() else None
+    tag = lambda p, k: p.with_name(f"{p.stem}.{k:03d}{p.suffix}")  # noqa: E731
+    kept = [k for k in range(ensemble) if restart is not None and tag(output, k).exists()]  # finished members
+    todo = [k for k in range(ensemble) if k not in kept]
+    runs = {k: (with_overrides(settings, model__seed=settings.model.seed + k), tag(output, k), tag(lcurve, k),
+                tag(checkpoint, k)) for k in todo}
+    resume = {k: tag(restart, k) if restart is not None and tag(restart, k).exists() else None for k in todo}
+    summaries = {k: {"model": str(tag(output, k)), "member": k, "kept": True} for k in kept}
+    if todo and not sequential and jax.device_count() == 1 and len({r is None for r in resume.values()}) == 1:
+        # one vmapped program: every member on the same batches, one compiled step
         if not (quiet or as_json):
-            err.print(f"ensemble member {k + 1}/{ensemble}: model.seed {member.model.seed} → {tag(output)}", highlight=False)
-        summaries.append({**_train_one(member, tag(output), tag(lcurve), tag(checkpoint), resume, rank, n_processes,
-                                       quiet or as_json, False, report=False, restart_hint=checkpoint), "member": k})
+            err.print(f"ensemble of {len(todo)} in one program: model.seed "
+                      f"{', '.join(str(runs[k][0].model.seed) for k in todo)}", highlight=False)
+        plan = _plan(runs[todo[0]][0], resume[todo[0]], quiet or as_json)
+        states = [plan.state] + [_member_state(plan, runs[k][0], resume[k]) for k in todo[1:]]
+        done = _train(plan, [runs[k] for k in todo], rank, n_processes, quiet or as_json, False, states=states,
+                      report=False,
+                      restart_hint=checkpoint)
+        summaries |= {k: {**d, "member": k} for k, d in zip(todo, done)}
+    for k in [k for k in todo if k not in summaries]:  # one by one (asked, several devices, or mixed restarts)
+        if not (quiet or as_json):
+            err.print(f"ensemble member {k + 1}/{ensemble}: model.seed {runs[k][0].model.seed} → {runs[k][1]}",
+                      highlight=False)
+        plan = _plan(runs[k][0], resume[k], quiet or as_json)
+        summaries[k] = {**_train(plan, [runs[k]], rank, n_processes, quiet or as_json, False, report=False,
+                                 restart_hint=checkpoint)[0], "member": k}
     if rank == 0:
-        result = {"ensemble": ensemble, "models": [m["model"] for m in summaries], "members": summaries}
+        members = [summaries[k] for k in range(ensemble)]
+        result = {"ensemble": ensemble, "models": [m["model"] for m in members], "members": members}
         if as_json:
             typer.echo(json.dumps(result, indent=2))
         elif not quiet:
             table = Table("member", "model", "steps", "E RMSE meV/atom (valid)", "F RMSE meV/Å (valid)", title="ensemble")
-            for m in summaries:
+            for m in members:
                 v = m.get("final_valid") or m.get("last_train") or {}
                 table.add_row(str(m["member"]), m["model"], "kept" if m.get("kept") else str(m["steps"]),
                               f"{1000 * v['rmse_e']:.2f}" if "rmse_e" in v else "-",
@@ -89,47 +106,73 @@ def train(
             Console().print(table)
 
 
-def _train_one(settings, output: Path, lcurve: Path, checkpoint: Path, restart: Path | None, rank: int,
-               n_processes: int, quiet: bool, as_json: bool, report: bool = True, restart_hint: Path | None = None) -> dict:
-    """One training run to `output` (its lcurve and checkpoint given); returns its summary.
+def _plan(settings, restart: Path | None, quiet: bool):
+    """Read the data and build the neighbour lists of a run (`train.plan.plan_run`), with a spinner."""
+    from cathodeml.train.plan import plan_run
+
+    err = Console(stderr=True)
+    with err.status("reading data, building neighbour lists, computing statistics", spinner="dots") if not quiet else _null():
+        return plan_run(settings, str(restart) if restart else None)
+
+
+def _member_state(plan, settings, restart: Path | None):
+    """Another ensemble member's starting state on `plan`'s data: fresh weights from its model.seed (the
+    statistics are the data's, shared), or its own checkpoint, which must fit the plan's model and data."""
+    import jax
+
+    from cathodeml.model.potential import init_params
+    from cathodeml.train.trainer import data_fingerprint, new_run_state, read_checkpoint
+
+    if restart is None:
+        return new_run_state(init_params(plan.config, jax.random.PRNGKey(settings.model.seed)), plan.state.stats)
+    config, meta, state = read_checkpoint(restart)
+    if config != plan.config or meta.get("fingerprint") != data_fingerprint(plan.train_systems):
+        raise CathodemlError(f"{restart} was written for another model or other training data than the other members'")
+    return state
+
+
+def _train(plan, runs: list, rank: int, n_processes: int, quiet: bool, as_json: bool, states: list | None = None,
+           report: bool = True, restart_hint: Path | None = None) -> list[dict]:
+    """Train the members `runs` [(settings, model file, lcurve, checkpoint)] on `plan` (from `states`,
+    default the plan's own) in one program; write their models; return their summaries.
     restart_hint: the checkpoint to name in the "continue with --restart" line (an ensemble's base name)."""
     from cathodeml.model import Model, save_model
     from cathodeml.signals import stop_on_signals
-    from cathodeml.train.plan import plan_run
-    from cathodeml.train.trainer import train as run_training
+    from cathodeml.train.trainer import Member, train_members
 
     err = Console(stderr=True)
-    with err.status("reading data, building neighbour lists, computing statistics", spinner="dots") if not (quiet or as_json) else _null():
-        plan = plan_run(settings, str(restart) if restart else None)
-
+    states = states or [plan.state]
     columns = [TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errors]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
+    steps = plan.settings.training.steps
     with Progress(*columns, console=err, disable=quiet or as_json) as bar, stop_on_signals() as should_stop:
-        task = bar.add_task("train", total=settings.training.steps, completed=plan.state.step, errors="")
+        task = bar.add_task("train", total=steps, completed=states[0].step, errors="")
 
         def progress(step, total, info):
             bar.update(task, completed=step, errors=_errors_text(info))
 
-        result = run_training(plan.config, plan.state, plan.train_systems, plan.valid_systems, settings,
-                              lcurve_path=lcurve, checkpoint_path=checkpoint, progress=progress,
-                              should_stop=should_stop, extra_checkpoint={"spin": plan.spin})
-
-    summary = {**_summary(plan, result, output, lcurve, checkpoint), "processes": n_processes}
-    if result.interrupted:
-        summary["model"] = None
-        if report:
+        results = train_members(plan.config, [Member(st, r[0], r[2], r[3]) for st, r in zip(states, runs)],
+                                plan.train_systems, plan.valid_systems, progress=progress, should_stop=should_stop,
+                                extra_checkpoint={"spin": plan.spin})
+    summaries = []
+    for (settings, output, lcurve, checkpoint), result in zip(runs, results):
+        summary = {**_summary(plan, result, output, lcurve, checkpoint), "processes": n_processes}
+        if result.interrupted:
+            summary["model"] = None
+        elif rank == 0:
+            metadata = {"training": settings.to_dict(), "data": plan.data_paths, "valid_data": plan.valid_paths,
+                        "steps": result.step, "final": result.final}
+            save_model(output, Model(plan.config, result.params, result.stats, spin=plan.spin, metadata=metadata))
+        if report and rank == 0:
             _report(summary, quiet, as_json)
+        summaries.append(summary)
+    if results[0].interrupted:
         if rank == 0:
-            err.print(f"interrupted at step {result.step}: checkpoint written to {checkpoint}; "
-                      f"continue with --restart {restart_hint or checkpoint}", highlight=False)
+            err.print(f"interrupted at step {results[0].step}: checkpoint written to {runs[0][3]}"
+                      + (f" (and the other members')" if len(runs) > 1 else "")
+                      + f"; continue with --restart {restart_hint or runs[0][3]}", highlight=False)
         raise typer.Exit(130)
-    metadata = {"training": settings.to_dict(), "data": plan.data_paths, "valid_data": plan.valid_paths,
-                "steps": result.step, "final": result.final}
-    if rank == 0:
-        save_model(output, Model(plan.config, result.params, result.stats, spin=plan.spin, metadata=metadata))
-        if report:
-            _report(summary, quiet, as_json)
-    return summary
+    return summaries
 
 
 def _beside(folder: Path, name: str) -> Path:

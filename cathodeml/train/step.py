@@ -169,6 +169,19 @@ def train_step(state: TrainState, optimiser, stats, arrays, frames, lr, pref, si
     return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), metrics
 
 
+@partial(jax.jit, static_argnames=("optimiser", "config", "n_real", "has_virial", "batch_sharding", "has_force"))
+def ensemble_train_step(states: TrainState, optimiser, stats, arrays, frames, lr, pref, sites, *, config, n_real,
+                        has_virial, batch_sharding=None, has_force=True):
+    """`train_step` for K models at once: `states` carries a leading member axis (params, Adam
+    moments, step), everything else -- the batch, lr, prefactors, statistics -- is shared, so one
+    compiled program updates every member on the same frames; metrics get the member axis too."""
+    def one(state):
+        return train_step(state, optimiser, stats, arrays, frames, lr, pref, sites, config=config, n_real=n_real,
+                          has_virial=has_virial, batch_sharding=batch_sharding, has_force=has_force)
+
+    return jax.vmap(one)(states)
+
+
 @partial(jax.jit, static_argnames=("config", "n_real", "has_virial", "has_force"))
 def evaluate_batch(params, stats, arrays, frames, sites, *, config, n_real, has_virial, has_force=True):
     """Per-frame squared errors of the model on frames `frames` of a group: energy [B] (eV²),

@@ -34,7 +34,8 @@ from cathodeml.train.config import TrainConfig
 from cathodeml.train.data import FrameSampler, LabelledSystem
 from cathodeml.train.distributed import any_process, devices_and_shardings, global_frame_indices
 from cathodeml.train.loss import ExponentialDecay, prefactors
-from cathodeml.train.step import adam_optimiser, device_groups, evaluate_batch, train_state, train_step
+from cathodeml.train.step import (adam_optimiser, device_groups, ensemble_train_step, evaluate_batch, train_state,
+                                  train_step)
 
 
 @dataclasses.dataclass
@@ -84,51 +85,95 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     With several processes every one runs this (same data, same seed) and only process 0 writes
     lcurve.out and checkpoints; `should_stop` is then agreed across processes at display steps.
     """
+    member = Member(state, settings, lcurve_path, checkpoint_path)
+    return train_members(config, [member], train_systems, valid_systems, extra_checkpoint=extra_checkpoint,
+                         progress=progress, should_stop=should_stop)[0]
+
+
+@dataclasses.dataclass
+class Member:
+    """One model of a run: its state, its settings (they differ only in model.seed) and its files."""
+
+    state: RunState
+    settings: TrainConfig
+    lcurve_path: Path
+    checkpoint_path: Path
+
+
+def train_members(config: ModelConfig, members: list[Member], train_systems: list[LabelledSystem],
+                  valid_systems: list[LabelledSystem], *, extra_checkpoint: dict | None = None, progress=None,
+                  should_stop=None) -> list[TrainResult]:
+    """`train` for K models of one configuration on the same batches, in one program: their states are
+    stacked along a leading member axis and `train.step.ensemble_train_step` (a vmap of the step) updates
+    all of them at once, so the data, the neighbour lists and the compiled step are shared and one
+    device call advances every member.  Every member must be at the same step with the same sampler
+    state (a fresh ensemble, or the checkpoints of one interrupted together); each member writes its
+    own lcurve and checkpoint, identical to those of a run of that member alone.  One member: exactly
+    `train` (no member axis).  Several devices are not combined with members (train them one by one)."""
+    settings = members[0].settings
     t_cfg, loss_cfg = settings.training, settings.loss
+    if any(m.state.step != members[0].state.step or m.state.sampler_state != members[0].state.sampler_state
+           for m in members):
+        raise CathodemlError("the members' checkpoints stopped at different steps "
+                             f"({', '.join(str(m.state.step) for m in members)}); train them one by one (--sequential)")
+    stacked = len(members) > 1
     schedule = ExponentialDecay(settings.learning_rate.start_lr, settings.learning_rate.stop_lr,
                                 settings.learning_rate.decay_steps, t_cfg.steps)
     n_dev, replicated, by_frames = devices_and_shardings([s.batch_size for s in train_systems])
+    if stacked and n_dev > 1:
+        raise CathodemlError(f"an ensemble trained in one program runs on one device ({n_dev} found); "
+                             "train the members one by one (--sequential)")
     train_groups, train_where = device_groups(train_systems, replicated)
     valid_groups, valid_where = device_groups(valid_systems, replicated)
     n_shown = [s.n_frames if not t_cfg.valid_frames else min(s.n_frames, t_cfg.valid_frames) for s in valid_systems]
     validation = _Validation(valid_groups, valid_where, valid_systems, n_shown)
     has_virial = any(g.has_virial for g in train_groups) and (loss_cfg.start_pref_v > 0 or loss_cfg.limit_pref_v > 0)
 
+    state = members[0].state
     sampler = FrameSampler(train_systems, t_cfg.seed)
     if state.sampler_state is not None:
         sampler.set_state(state.sampler_state)
     put = (lambda x: jax.device_put(x, replicated)) if replicated is not None else jnp.asarray
     optimiser = adam_optimiser()
-    current = jax.tree_util.tree_map(put, train_state(state.params, state.opt_state, state.step))
+    states = [train_state(m.state.params, m.state.opt_state, m.state.step) for m in members]
+    current = jax.tree_util.tree_map(put, _stack(states) if stacked else states[0])
+    step_fn = ensemble_train_step if stacked else train_step
     stats_dev = jax.tree_util.tree_map(put, state.stats)
     fingerprint = data_fingerprint(train_systems)
     writer = jax.process_index() == 0
     several = jax.process_count() > 1
 
+    def one(tree, k: int):
+        return jax.tree_util.tree_map(lambda x: x[k], tree) if stacked else tree
+
     def save(step: int) -> None:
         if not writer:
             return
-        write_checkpoint(checkpoint_path, config, settings,
-                         RunState(current.params, current.opt_state, state.stats, step, sampler.state()),
-                         fingerprint, extra_checkpoint or {})
+        for k, m in enumerate(members):
+            now = one(current, k)
+            write_checkpoint(m.checkpoint_path, config, m.settings,
+                             RunState(now.params, now.opt_state, state.stats, step, sampler.state()),
+                             fingerprint, extra_checkpoint or {})
 
     if writer:
-        _prepare_lcurve(lcurve_path, state.step, has_virial)
-    history: list[dict] = []
+        for m in members:
+            _prepare_lcurve(m.lcurve_path, state.step, has_virial)
+    histories: list[list[dict]] = [[] for _ in members]
     step = state.step
     interrupted = False
     t0 = time.perf_counter()
     first_step_time = None
     display_time = 0.0
     info: dict = {}
-    with open(lcurve_path, "a") if writer else contextlib.nullcontext() as lcurve:
+    with contextlib.ExitStack() as files:
+        lcurves = [files.enter_context(open(m.lcurve_path, "a")) for m in members] if writer else []
         while step < t_cfg.steps:
             lr = schedule(step)
             pref = prefactors(loss_cfg, lr, settings.learning_rate.start_lr)
             k, frames = sampler.next()
             g, offset = train_where[k]
             s = train_groups[g]
-            current, metrics = train_step(
+            current, metrics = step_fn(
                 current, optimiser, stats_dev, s.arrays, global_frame_indices(frames + offset, by_frames), lr, pref,
                 s.sites,
                 config=config, n_real=s.n_real, has_virial=has_virial and s.has_virial,
@@ -139,16 +184,19 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
                 first_step_time = time.perf_counter()
             shown = step % t_cfg.disp_freq == 0 or step == 1 or step == t_cfg.steps
             if shown:
-                trn = _rmse(metrics, s.n_real)
                 t_val = time.perf_counter()
-                val = validation(current.params, stats_dev, pref, config, has_virial, trn["rmse"]) if valid_systems else None
+                rows = []
+                for i, lcurve in enumerate(lcurves or [None] * len(members)):
+                    trn = _rmse(one(metrics, i), s.n_real)
+                    val = (validation(one(current, i).params, stats_dev, pref, config, has_virial, trn["rmse"])
+                           if valid_systems else None)
+                    rows.append({"step": step, "lr": lr, "train": trn, "valid": val})
+                    histories[i].append(rows[-1])
+                    if lcurve is not None:
+                        lcurve.write(_lcurve_row(rows[-1], has_virial))
+                        lcurve.flush()
                 display_time += time.perf_counter() - t_val
-                row = {"step": step, "lr": lr, "train": trn, "valid": val}
-                history.append(row)
-                if writer:
-                    lcurve.write(_lcurve_row(row, has_virial))
-                    lcurve.flush()
-                info = row
+                info = rows[0] if not stacked else _mean_row(rows)
             if step % t_cfg.save_freq == 0 and step < t_cfg.steps:
                 save(step)
             if progress is not None:
@@ -162,12 +210,28 @@ def train(config: ModelConfig, state: RunState, train_systems: list[LabelledSyst
     busy = time.perf_counter() - first_step_time - display_time if first_step_time else 0.0
     rate = timed_steps / busy if timed_steps > 0 and busy > 0 else float("nan")
     save(step)
-    params_host = jax.tree_util.tree_map(np.asarray, current.params)
-    final = {}
-    if valid_systems:
-        pref = prefactors(loss_cfg, schedule(step), settings.learning_rate.start_lr)
-        final["valid"] = validation(current.params, stats_dev, pref, config, has_virial, None, every_frame=True)
-    return TrainResult(params_host, state.stats, step, interrupted, history, elapsed, rate, final)
+    results = []
+    for k in range(len(members)):
+        params = one(current, k).params
+        final = {}
+        if valid_systems:
+            pref = prefactors(loss_cfg, schedule(step), settings.learning_rate.start_lr)
+            final["valid"] = validation(params, stats_dev, pref, config, has_virial, None, every_frame=True)
+        results.append(TrainResult(jax.tree_util.tree_map(np.asarray, params), state.stats, step, interrupted,
+                                   histories[k], elapsed, rate, final))
+    return results
+
+
+def _stack(trees: list):
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
+
+
+def _mean_row(rows: list[dict]) -> dict:
+    """The members' display rows averaged (what the progress bar of an ensemble shows)."""
+    def mean(dicts):
+        return None if dicts[0] is None else {key: float(np.mean([d[key] for d in dicts])) for key in dicts[0]}
+
+    return {**rows[0], "train": mean([r["train"] for r in rows]), "valid": mean([r["valid"] for r in rows])}
 
 
 def new_run_state(params: dict, stats: dict) -> RunState:
