@@ -122,3 +122,25 @@ def test_spin_model_without_moments_is_refused(data_dir):
     s, types = limno2(data_dir)
     with pytest.raises(CathodemlError, match="--magmom"):
         deeppot(tiny_spin_model(), types, None)
+
+
+@pytest.mark.parametrize("spin_model", [True, False])
+def test_energy_in_atom_chunks_equals_the_whole_cell(data_dir, spin_model):
+    """md's default energy (`model.chunked_energy`, a few atoms at a time, forces in the same pass) gives
+    the whole-cell energy and forces; chunks of 3 atoms split every type, with a padded last chunk."""
+    model = tiny_spin_model()
+    if not spin_model:
+        model = Model(model.config.replace(type_map=("Li", "Mn", "O", "X")), model.params, model.stats)
+    s, types = limno2(data_dir, reps=(2, 2, 1))
+    moments = np.where(types == 1, 3.0, 0.0) * np.where(np.arange(len(types)) % 2, 1, -1)
+    results = []
+    for chunk in (0, 3, 10_000):
+        pot = deeppot(model, types, moments if spin_model else None, chunk=chunk)
+        nbr = pot.build_neighbors(s.positions, s.cell, 1.0, None)
+        results.append(jax.jit(lambda x, n, pot=pot: energy_and_forces(pot, x, jnp.asarray(s.cell), n))(
+            jnp.asarray(s.positions), nbr))
+    (e0, f0), *chunked = results
+    assert np.max(np.abs(np.asarray(f0))) > 1e-3
+    for e, f in chunked:
+        assert float(e) == pytest.approx(float(e0), rel=1e-13, abs=1e-10)
+        np.testing.assert_allclose(np.asarray(f), np.asarray(f0), rtol=1e-10, atol=1e-12)

@@ -43,6 +43,7 @@ def md(
     velocities: bool = typer.Option(False, "--velocities", help="Also store velocities in the trajectory."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints (default ≈10,000)."),
     skin: float = typer.Option(2.0, "--skin", help="Neighbour-list skin, Å."),
+    chunk: int = typer.Option(None, "--chunk", min=0, help="Atoms per chunk of the energy evaluation: memory stays that of one chunk whatever the cell (default 512 on CPU, 16384 on GPU; 0: the whole cell at once)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT instead of refusing."),
     quiet: Quiet = False,
     as_json: AsJson = False,
@@ -82,7 +83,7 @@ def md(
     sites = spin.model_virtual_sites(model.type_map, model.spin, types)
     if sites is not None and struct.moments is None and schedule_settings is not None:
         struct = struct.with_moments(_catalogue_start(model, types, sites, states))
-    potential = deeppot(model, types, struct.moments)
+    potential = deeppot(model, types, struct.moments, chunk=chunk)
     host_moments = None if sites is None else spin.host_moments(sites, struct.moments)
     schedule = None
     if schedule_settings is not None:

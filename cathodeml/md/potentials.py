@@ -201,7 +201,15 @@ class SpinState:
         self.moments = np.array(moments, dtype=np.float64)
 
 
-def deeppot(model, atom_types, moments=None, margin: float = 1.25) -> Potential:
+def default_chunk() -> int:
+    """Atoms per chunk of the MD energy (`model.chunked_energy`) when the user does not say.  On CPU,
+    512-atom chunks are both the smallest memory and the fastest step we measured (a whole 12,288-atom
+    water cell: 5.0 GB peak and 4,900 atom-evaluations/s; 512-atom chunks: 0.76 GB and 8,300/s,
+    benchmarks/BENCHMARKS.md); an accelerator wants larger chunks to stay busy (16,384: not measured)."""
+    return 512 if jax.default_backend() == "cpu" else 16384
+
+
+def deeppot(model, atom_types, moments=None, margin: float = 1.25, chunk: int | None = None) -> Potential:
     """A DeepPot-SE `cathodeml.model.Model` as an MD potential for real atoms of `atom_types` [N]
     (indices into the model's real type map, `spin.model_real_type_map`).  A spin model needs the
     atoms' `moments` ([N] μB, or [N, 3]): its virtual atoms are placed inside the model's energy
@@ -211,25 +219,28 @@ def deeppot(model, atom_types, moments=None, margin: float = 1.25) -> Potential:
 
     The same model and atoms give the same Potential object (its moments reset to the given ones),
     so a second run in one process (a restart, the tests, another --magmom) reuses the compiled
-    MD kernels."""
+    MD kernels.  chunk: atoms per chunk of the energy evaluation (`model.chunked_energy`: bounded
+    memory, forces in the same pass); None: `default_chunk()`; 0: the whole cell at once."""
     from cathodeml import spin
 
     sites = spin.model_virtual_sites(model.type_map, model.spin, atom_types)
     host_m = None if sites is None else spin.host_moments(sites, moments)
     spin_key = None if sites is None else _digest(sites.host_index, sites.types, sites.eta, sites.d) + sites.mode
-    key = (model.config, _digest(model.params, model.stats), np.asarray(atom_types).tobytes(), spin_key, margin)
+    chunk = default_chunk() if chunk is None else int(chunk)
+    key = (model.config, _digest(model.params, model.stats), np.asarray(atom_types).tobytes(), spin_key, margin, chunk)
     if key not in _DEEPPOTS:
         if len(_DEEPPOTS) >= 4:
             _DEEPPOTS.pop(next(iter(_DEEPPOTS)))
-        _DEEPPOTS[key] = _deeppot(model, atom_types, sites, host_m, margin)
+        _DEEPPOTS[key] = _deeppot(model, atom_types, sites, host_m, margin, chunk)
     potential = _DEEPPOTS[key]
     if sites is not None:
         potential.spin.moments = np.array(host_m, dtype=np.float64)
     return potential
 
 
-def _deeppot(model, atom_types, sites, host_m, margin: float) -> Potential:
+def _deeppot(model, atom_types, sites, host_m, margin: float, chunk: int) -> Potential:
     from cathodeml.model import build_neighbor_list, energy as model_energy, with_capacity
+    from cathodeml.model.potential import chunked_energy
 
     config = model.config
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
@@ -239,12 +250,14 @@ def _deeppot(model, atom_types, sites, host_m, margin: float) -> Potential:
     all_types = atom_types if sites is None else sites.all_types(atom_types)
     sites_j = None if sites is None else jax.tree_util.tree_map(jnp.asarray, sites)
     state = None if sites is None else SpinState(host_m)
+    whole = lambda *args, **kw: model_energy(config, params, stats, *args, **kw)  # noqa: E731
+    evaluate = chunked_energy(config, params, stats, chunk) if chunk else whole
 
     def energy(positions, cell, nbr):
         if sites is None:
-            e = model_energy(config, params, stats, positions, cell, nbr)
+            e = evaluate(positions, cell, nbr)
         else:
-            e = model_energy(config, params, stats, positions, cell, nbr.nbr, moments=nbr.moments, sites=sites_j)
+            e = evaluate(positions, cell, nbr.nbr, moments=nbr.moments, sites=sites_j)
         return jnp.asarray(e, jnp.float64)
 
     def build(positions, cell, skin, previous):
