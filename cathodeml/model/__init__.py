@@ -115,6 +115,7 @@ from cathodeml.model.neighbors import (
 from cathodeml.model.potential import (
     atomic_energies,
     centre_energies,
+    chunked_energy,
     default_stats,
     energy,
     energy_forces_virial,
@@ -126,7 +127,7 @@ from cathodeml.model.store import Model, export_deepmd, import_deepmd, load_mode
 
 __all__ = [
     "ModelConfig", "Model", "NeighborList", "build_neighbor_list", "build_neighbor_lists", "count_within_cutoff",
-    "needs_rebuild", "with_capacity", "atomic_energies", "centre_energies", "energy", "energy_forces_virial", "evaluate", "init_params",
+    "needs_rebuild", "with_capacity", "atomic_energies", "centre_energies", "chunked_energy", "energy", "energy_forces_virial", "evaluate", "init_params",
     "default_stats", "descriptor_stats", "environment_sums", "stats_from_sums", "fit_type_bias", "save_model",
     "load_model", "import_deepmd", "export_deepmd",
 ]
