@@ -81,8 +81,7 @@ def train(
         plan = _plan(runs[todo[0]][0], resume[todo[0]], quiet or as_json)
         states = [plan.state] + [_member_state(plan, runs[k][0], resume[k]) for k in todo[1:]]
         done = _train(plan, [runs[k] for k in todo], rank, n_processes, quiet or as_json, False, states=states,
-                      report=False,
-                      restart_hint=checkpoint)
+                      report=False, restart_hint=checkpoint)
         summaries |= {k: {**d, "member": k} for k, d in zip(todo, done)}
     for k in [k for k in todo if k not in summaries]:  # one by one (asked, several devices, or mixed restarts)
         if not (quiet or as_json):

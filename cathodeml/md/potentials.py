@@ -203,9 +203,10 @@ class SpinState:
 
 def default_chunk() -> int:
     """Atoms per chunk of the MD energy (`model.chunked_energy`) when the user does not say.  On CPU,
-    512-atom chunks are both the smallest memory and the fastest step we measured (a whole 12,288-atom
-    water cell: 5.0 GB peak and 4,900 atom-evaluations/s; 512-atom chunks: 0.76 GB and 8,300/s,
-    benchmarks/BENCHMARKS.md); an accelerator wants larger chunks to stay busy (16,384: not measured)."""
+    512-atom chunks had the fastest energy + forces kernel we measured (12,288 water atoms: whole cell
+    5.0 GB peak and 4,900 atom-evaluations/s; 512-atom chunks 0.76 GB and 8,300/s; 128-256 no faster,
+    benchmarks/BENCHMARKS.md "md memory"); an accelerator wants larger chunks to stay busy (16,384: not
+    measured)."""
     return 512 if jax.default_backend() == "cpu" else 16384
 
 

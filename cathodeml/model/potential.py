@@ -181,7 +181,7 @@ def chunked_energy(config: ModelConfig, params: dict, stats: dict, chunk: int):
     custom VJP with respect to positions only: the cell, the neighbour list and the moments get zero
     cotangents, and the weights are closed over (differentiating through them is an error), so
     this is for MD and inference, not training or virials.  Same numbers as `energy` up to summation
-    order (`tests/test_model_potential.py`).
+    order (`tests/test_md_deeppot.py`).
     """
     if chunk < 1:
         raise ValueError(f"chunk must be a positive number of atoms, got {chunk}")
@@ -211,9 +211,8 @@ def chunked_energy(config: ModelConfig, params: dict, stats: dict, chunk: int):
                 e, g = jax.value_and_grad(part)(positions, *xs)
                 return (carry[0] + e, carry[1] + g), None
 
-            (e_t, g_t), _ = jax.lax.scan(body, (total, grad), (padded.reshape(n_chunks, width),
-                                                                valid.reshape(n_chunks, width)))
-            total, grad = e_t, g_t
+            (total, grad), _ = jax.lax.scan(body, (total, grad), (padded.reshape(n_chunks, width),
+                                                                   valid.reshape(n_chunks, width)))
         return total, grad
 
     @jax.custom_vjp
