@@ -81,6 +81,9 @@ def _register() -> None:
     app.command("export", help=export.__doc__)(user_errors(export.export))
     app.command("export-lammps", help=export_lammps.export_lammps.__doc__)(user_errors(export_lammps.export_lammps))
     app.command("import", help=import_model.__doc__)(user_errors(import_model.import_model))
+    from cathodeml.commands import compress
+
+    app.command("compress", help=compress.__doc__)(user_errors(compress.compress))
     from cathodeml.commands import test_model, train
 
     app.command("train", help=train.__doc__)(user_errors(train.train))

@@ -42,6 +42,11 @@ def describe_model(path):
         arch.add_row("axis_neuron / descriptor", f"{c.axis_neuron} / {c.dim_descriptor}")
         arch.add_row("fitting", "-".join(map(str, c.fitting_neurons)) + f"-1 (resnet_dt={c.fitting_resnet_dt})")
         arch.add_row("activation", c.activation)
+        if c.tables:
+            comp = model.metadata.get("compression", {})
+            arch.add_row("compressed", f"tabulated embedding, stride {c.tables[0][3]:g}/{c.tables[0][4]:g}, "
+                         f"range {min(g[0] for g in c.tables):g} … {max(g[2] for g in c.tables):g} "
+                         f"(shortest pair {comp.get('min_nbor_dist', float('nan')):.4g} Å)")
         console.print(arch)
         types = Table("type", "sel", "bias (eV)", "davg_r", "dstd_r", "dstd_a", title="per type")
         for e in s["types"]:

@@ -27,7 +27,9 @@ def export(
         raise CathodemlError(f"{output}: the output must end in .dp (DeePMD-kit picks the backend by suffix)")
     from cathodeml.io.atomic import atomic_output
 
-    model = load_model(model_path)
+    from cathodeml.model.compress import uncompress_model
+
+    model = uncompress_model(load_model(model_path))  # a compressed model exports its exact nets
     # float32 models are written as float32 arrays: compare to single-precision rounding
     rtol = 1e-7 if model.config.precision == "float32" else 0.0
     with atomic_output(output) as tmp:  # the .dp appears only once it has read back identical

@@ -130,6 +130,17 @@ def _member_state(plan, settings, restart: Path | None):
     return state
 
 
+def _shortest_pair(systems) -> float:
+    """Shortest pair distance (Å) of the training frames, virtual atoms included: `compress` sets its table range
+    from it, as DeePMD-kit's compression does from the training data."""
+    from cathodeml.model.compress import min_neighbor_distance
+
+    try:
+        return min_neighbor_distance((s.all_coords(), None if s.nopbc else s.cells, s.all_types()) for s in systems)
+    except CathodemlError:  # isolated atoms only: nothing to tabulate against; `compress` will ask for it
+        return None
+
+
 def _train(plan, runs: list, rank: int, n_processes: int, quiet: bool, as_json: bool, states: list | None = None,
            report: bool = True, restart_hint: Path | None = None) -> list[dict]:
     """Train the members `runs` [(settings, model file, lcurve, checkpoint)] on `plan` (from `states`,
@@ -154,13 +165,14 @@ def _train(plan, runs: list, rank: int, n_processes: int, quiet: bool, as_json: 
                                 plan.train_systems, plan.valid_systems, progress=progress, should_stop=should_stop,
                                 extra_checkpoint={"spin": plan.spin})
     summaries = []
+    min_nbor_dist = _shortest_pair(plan.train_systems) if rank == 0 and not results[0].interrupted else None
     for (settings, output, lcurve, checkpoint), result in zip(runs, results):
         summary = {**_summary(plan, result, output, lcurve, checkpoint), "processes": n_processes}
         if result.interrupted:
             summary["model"] = None
         elif rank == 0:
             metadata = {"training": settings.to_dict(), "data": plan.data_paths, "valid_data": plan.valid_paths,
-                        "steps": result.step, "final": result.final}
+                        "steps": result.step, "final": result.final, "min_nbor_dist": min_nbor_dist}
             save_model(output, Model(plan.config, result.params, result.stats, spin=plan.spin, metadata=metadata))
         if report and rank == 0:
             _report(summary, quiet, as_json)

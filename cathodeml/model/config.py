@@ -39,6 +39,9 @@ class ModelConfig:
                         they still act as neighbours.  A spin model whose `<El>_spin` types are excluded
                         is DeePMD-kit's kind of spin model (its virtual atoms have no fitting), the kind
                         LAMMPS's pair_style deepspin runs
+    tables              () for embedding nets evaluated as nets; for a compressed model (`cathodeml compress`,
+                        model/compress.py) one grid (lower, upper, max, stride0, stride1) per embedding net,
+                        the coefficients being stats["tables"]
     """
 
     type_map: tuple[str, ...]
@@ -54,6 +57,7 @@ class ModelConfig:
     activation: str = "tanh"
     precision: str = "float64"
     atom_exclude_types: tuple[int, ...] = ()
+    tables: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self):
         for name in ("type_map", "sel", "embedding_neurons", "fitting_neurons", "atom_exclude_types"):
@@ -63,6 +67,10 @@ class ModelConfig:
         if any(not 0 <= t < len(self.type_map) for t in self.atom_exclude_types):
             raise CathodemlError(f"model config: atom_exclude_types {list(self.atom_exclude_types)} must index the "
                                  f"type map ({len(self.type_map)} types)")
+        object.__setattr__(self, "tables", tuple(tuple(float(v) for v in grid) for grid in self.tables))
+        if self.tables and (len(self.tables) != self.n_embedding_nets or any(len(g) != 5 for g in self.tables)):
+            raise CathodemlError(f"model config: tables must hold one (lower, upper, max, stride0, stride1) grid per "
+                                 f"embedding net ({self.n_embedding_nets}), got {len(self.tables)}")
         object.__setattr__(self, "rcut", float(self.rcut))
         object.__setattr__(self, "rcut_smth", float(self.rcut_smth))
         if not self.type_map:
@@ -126,7 +134,10 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        if not d["tables"]:
+            del d["tables"]  # an uncompressed model's config reads as before
+        return {k: [list(g) for g in v] if k == "tables" else list(v) if isinstance(v, tuple) else v
+                for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":

@@ -12,10 +12,13 @@ net it does not need.  Lengths in Å; the descriptor is dimensionless.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cathodeml.model.compress import tabulated_embedding
 from cathodeml.model.config import ModelConfig
 from cathodeml.model.neighbors import NeighborList
 from cathodeml.model.nn import embedding_net
@@ -128,11 +131,18 @@ _slot_cotangent.defvjp(_slot_cotangent_fwd, _slot_cotangent_bwd)
 contract_slots.defvjp(_contract_fwd, _contract_bwd)
 
 
-def _embed_block(config, net, env_block):
-    """Σ_slots G(s)ᵀ·R̃ over a block of normalised rows [n, w, 4] → [n, M, 4]."""
+def _embed_block(embed, env_block):
+    """Σ_slots G(s)ᵀ·R̃ over a block of normalised rows [n, w, 4] → [n, M, 4]; embed: s [k, 1] → G [k, M]."""
     n, w, _ = env_block.shape
-    g = embedding_net(net, env_block[..., 0].reshape(n * w, 1), config.activation)
+    g = embed(env_block[..., 0].reshape(n * w, 1))
     return contract_slots(g.reshape(n, w, -1), env_block)
+
+
+def _embedding(config: ModelConfig, params: dict, stats: dict, index: int):
+    """G(s) of embedding net `index`: the net itself, or its table in a compressed model."""
+    if config.tables:
+        return partial(tabulated_embedding, stats["tables"][index], config.tables[index])
+    return partial(embedding_net, params["embedding"][index], activation=config.activation)
 
 
 def descriptor_of_centres(config: ModelConfig, params: dict, stats: dict, blocks, centre_type: int):
@@ -147,14 +157,14 @@ def descriptor_of_centres(config: ModelConfig, params: dict, stats: dict, blocks
     offset = 0
     for t, ((diff, mask), sel) in enumerate(zip(blocks, config.sel)):
         width = mask.shape[1]
-        net = params["embedding"][config.embedding_index(centre_type, t)]
+        embed = _embedding(config, params, stats, config.embedding_index(centre_type, t))
         if width:
             env = environment_matrix(diff, mask, config.rcut_smth, config.rcut)
             env = (env - davg[offset:offset + width]) / dstd[offset:offset + width]
-            gr = gr + _embed_block(config, net, env)
+            gr = gr + _embed_block(embed, env)
         if sel > width:
             empty = (-davg[offset + width:offset + sel] / dstd[offset + width:offset + sel])[None]
-            gr = gr + _embed_block(config, net, empty)
+            gr = gr + _embed_block(embed, empty)
         offset += sel
     gr = gr / config.nnei
     d = jnp.einsum("nmf,naf->nma", gr, gr[:, : config.axis_neuron, :])

@@ -82,6 +82,13 @@ def check_shapes(config: ModelConfig, params: dict, stats: dict, source: str = "
             fail(f"stats {key} shape {np.shape(stats.get(key))}")
     if np.shape(stats.get("type_bias")) != (config.ntypes,):
         fail("type_bias shape")
+    if config.tables:
+        tables = stats.get("tables") or []
+        if len(tables) != len(config.tables) or any(
+                np.ndim(t) != 3 or np.shape(t)[1:] != (6, config.embedding_neurons[-1]) for t in tables):
+            fail("embedding tables (stats/tables)")
+    elif "tables" in stats:
+        fail("embedding tables without grids in the config")
 
 
 def save_model(path: str | os.PathLike, model: Model) -> None:
@@ -166,8 +173,10 @@ def export_deepmd(path: str | os.PathLike, model: Model) -> None:
     DeePMD-kit's spin model (`deepmd_format.to_deepmd_spin`; refused, with the reason, for spin
     models whose virtual atoms have energies of their own)."""
     from cathodeml.io.deepmd_dp import write_dp
+    from cathodeml.model.compress import uncompress_model
     from cathodeml.model.deepmd_format import to_deepmd, to_deepmd_spin
 
+    model = uncompress_model(model)  # DeePMD-kit gets the exact nets (and compresses them itself)
     if model.spin:
         write_dp(path, to_deepmd_spin(model.config, model.params, model.stats, model.spin))
     else:
