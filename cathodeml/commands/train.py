@@ -28,6 +28,7 @@ def train(
     restart: Path = typer.Option(None, "--restart", help="Continue from this checkpoint.h5 exactly where it stopped (with --ensemble: the base name; finished members are kept)."),
     ensemble: int = typer.Option(1, "--ensemble", min=1, help="Train K models that differ only in their initialisation (model.seed, seed+1, …) on the same batches, in one vmapped program: OUTPUT's stem gets .000, .001, … (as DP-GEN's graph.000.pb), with their own lcurve and checkpoint."),
     sequential: bool = typer.Option(False, "--sequential", help="With --ensemble: train the members one after another (1/K of the memory) instead of in one program."),
+    stream: bool = typer.Option(None, "--stream/--resident", help="Read training batches from the HDF5 files while training (datasets larger than memory; training.stream) or hold every frame on the device (default)."),
     quiet: Quiet = False,
     as_json: AsJson = False,
     distributed: bool = typer.Option(False, "--distributed", help="Train across hosts: one task per host (srun / mpirun); jax.distributed finds the others from SLURM, Open MPI or JAX_COORDINATOR_ADDRESS."),
@@ -50,7 +51,7 @@ def train(
 
     settings, ignored = read_config(config_path)
     settings = with_overrides(
-        settings, training__steps=steps, training__seed=seed,
+        settings, training__steps=steps, training__seed=seed, training__stream=stream,
         training__batch_size=None if batch_size is None else (int(batch_size) if batch_size.isdigit() else batch_size),
         training__data=tuple(str(p) for p in data) if data else None,
         training__valid_data=tuple(str(p) for p in valid) if valid else None,
@@ -165,7 +166,9 @@ def _train(plan, runs: list, rank: int, n_processes: int, quiet: bool, as_json: 
                                 plan.train_systems, plan.valid_systems, progress=progress, should_stop=should_stop,
                                 extra_checkpoint={"spin": plan.spin})
     summaries = []
-    min_nbor_dist = _shortest_pair(plan.train_systems) if rank == 0 and not results[0].interrupted else None
+    # streamed runs: over the frames read for statistics (the shortest pair of all frames would need a pass over them)
+    min_nbor_dist = (_shortest_pair(plan.sample_systems or plan.train_systems)
+                     if rank == 0 and not results[0].interrupted else None)
     for (settings, output, lcurve, checkpoint), result in zip(runs, results):
         summary = {**_summary(plan, result, output, lcurve, checkpoint), "processes": n_processes}
         if result.interrupted:

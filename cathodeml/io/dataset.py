@@ -166,6 +166,84 @@ def read_dataset(path: str | os.PathLike, type_map: list[str] | tuple[str, ...] 
     return Dataset(type_map=list(type_map), systems=systems, attrs=attrs)
 
 
+@dataclasses.dataclass(frozen=True)
+class SystemIndex:
+    """Where one system of an HDF5 dataset lies, without its frames, so batches can be read on demand
+    (`read_frames`): the group, the atom types (in the file's global type map), the system's JSON
+    attributes and the frame count of each `set.NNN`."""
+
+    path: str
+    group: str
+    name: str
+    atom_types: np.ndarray
+    attrs: dict
+    nopbc: bool
+    sets: tuple[str, ...]
+    set_sizes: tuple[int, ...]
+
+    @property
+    def n_frames(self) -> int:
+        return int(sum(self.set_sizes))
+
+
+def index_dataset(path: str | os.PathLike, type_map: list[str] | tuple[str, ...] | None = None
+                  ) -> tuple[list[str], list[SystemIndex], dict]:
+    """(type map, systems, file attributes) of an HDF5 dataset, reading no frames: what `read_dataset`
+    would return, as an index for `read_frames`.  Only HDF5 files can be read this way (a deepmd/npy
+    folder is one array per column, read whole)."""
+    p = Path(path)
+    if not p.is_file() or not h5py.is_hdf5(p):
+        raise CathodemlError(f"{p}: streaming reads HDF5 datasets only (convert deepmd/npy folders with "
+                             "`cathodeml ingest` or dpdata's deepmd/hdf5 writer)")
+    with h5py.File(p, "r") as f:
+        attrs = _json_attrs(f)
+        names = system_groups(f)
+        if not names:
+            raise InputFormatError(f"{p}: no systems found (no group holds type.raw)")
+        file_map = attrs.get("type_map")
+        out = []
+        for name in names:
+            g = f[name] if name else f
+            atom_types = np.asarray(g["type.raw"][()], dtype=np.int64).reshape(-1)
+            sys_map = _decode(g["type_map.raw"][()]) if "type_map.raw" in g else None
+            if file_map is None:
+                file_map = sys_map or _index_names(atom_types, type_map, f"{p}:{name}")
+            if sys_map is not None and sys_map != file_map:
+                atom_types = remap_types(atom_types, sys_map, file_map, where=f"{p}:{name}")
+            sets = tuple(sorted(k for k in g.keys() if k.startswith("set.")))
+            if any("coord.npy" not in g[s] for s in sets):
+                raise InputFormatError(f"system {name or root_system_name(p)}: no coord.npy")
+            out.append(SystemIndex(str(p), name, name or root_system_name(p), atom_types, _json_attrs(g),
+                                   "nopbc" in g, sets, tuple(int(g[s]["coord.npy"].shape[0]) for s in sets)))
+    return list(file_map), out, attrs
+
+
+def read_frames(f: h5py.File, index: SystemIndex, frames: np.ndarray) -> System:
+    """The frames `frames` (increasing, distinct indices over the system's sets) of an indexed system,
+    as a System, from the open file `f`."""
+    frames = np.asarray(frames, dtype=np.int64)
+    if not frames.size or np.any(np.diff(frames) <= 0) or frames[0] < 0 or frames[-1] >= index.n_frames:
+        raise ValueError("read_frames needs increasing, distinct frame indices within the system")
+    g = f[index.group] if index.group else f
+    starts = np.concatenate([[0], np.cumsum(index.set_sizes)])
+    parts: dict[str, list[np.ndarray]] = {}
+    for k, s in enumerate(index.sets):
+        local = frames[(frames >= starts[k]) & (frames < starts[k + 1])] - starts[k]
+        if local.size:
+            for key in g[s].keys():
+                if key.endswith(".npy"):
+                    parts.setdefault(key[:-4], []).append(g[s][key][local])
+    return _system_from_columns(parts, index.atom_types, index.name, index.attrs, index.nopbc)
+
+
+def read_column(f: h5py.File, index: SystemIndex, key: str) -> np.ndarray | None:
+    """One per-frame array (e.g. "energy") of an indexed system over all its sets, or None when absent."""
+    g = f[index.group] if index.group else f
+    if any(f"{key}.npy" not in g[s] for s in index.sets):
+        return None
+    return np.concatenate([g[s][f"{key}.npy"][()] for s in index.sets])
+
+
 def system_groups(root: h5py.Group) -> list[str]:
     """The deepmd/hdf5 systems in `root`, as names relative to it; "" when `root` is itself one system.
 

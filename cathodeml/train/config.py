@@ -93,7 +93,9 @@ class TrainingSettings:
     validation frames per system are evaluated at each display (0 = all); stat_frames: frames
     per system used for descriptor statistics; lcurve: learning-curve file name;
     checkpoint: checkpoint file name (both written next to the model unless absolute);
-    data, valid_data: dataset paths (relative to the config file), overridden by the CLI.
+    data, valid_data: dataset paths (relative to the config file), overridden by the CLI;
+    stream: read the training batches from the HDF5 files during training instead of holding every
+    frame on the device (datasets larger than memory, `train.stream`).
     """
 
     steps: int = 1000
@@ -108,6 +110,7 @@ class TrainingSettings:
     checkpoint: str = "checkpoint.h5"
     data: tuple[str, ...] = ()
     valid_data: tuple[str, ...] = ()
+    stream: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ from cathodeml.model.neighbors import build_neighbor_lists
 from cathodeml.model.potential import default_stats, init_params
 from cathodeml.model.stats import descriptor_stats
 from cathodeml.train.config import TrainConfig
-from cathodeml.train.data import LabelledSystem, auto_sel, energy_bias
+from cathodeml.train.data import LabelledSystem, auto_sel, energy_bias, labelled_systems
 from cathodeml.train.trainer import RunState, data_fingerprint, new_run_state, read_checkpoint
 
 
@@ -70,16 +70,18 @@ def prepare_neighbours(config: ModelConfig, systems: list[LabelledSystem]) -> No
         s.neighbours = build_neighbor_lists(s.all_coords(), cells, s.all_types(), config.rcut, config.ntypes)
 
 
-def initial_model(config: ModelConfig, systems: list[LabelledSystem], seed: int, stat_frames: int) -> tuple[dict, dict]:
+def initial_model(config: ModelConfig, systems: list[LabelledSystem], seed: int, stat_frames: int,
+                  bias_systems=None) -> tuple[dict, dict]:
     """Fresh parameters (from `seed`) and statistics: davg/dstd from up to `stat_frames` frames
-    per system (1/Å) and the per-type energy bias (eV) by least squares over all training frames,
+    per system (1/Å) and the per-type energy bias (eV) by least squares over all training frames
+    (those of `bias_systems` when given: streamed systems, whose energies alone are in memory),
     fitted on the real types only (virtual spin types get 0: their count is tied to their hosts')."""
     params = init_params(config, jax.random.PRNGKey(seed))
     stats = default_stats(config)
     stats["davg"], stats["dstd"] = descriptor_stats(
         config, [(s.all_coords()[:stat_frames], None if s.nopbc else s.cells[:stat_frames], s.all_types())
                  for s in systems])
-    stats["type_bias"] = energy_bias(systems, config.ntypes)
+    stats["type_bias"] = energy_bias(bias_systems or systems, config.ntypes)
     return params, stats
 
 
@@ -99,6 +101,7 @@ class RunPlan:
     data_paths: list[str]
     valid_paths: list[str]
     restarted_from: str | None = None
+    sample_systems: list[LabelledSystem] | None = None  # streamed runs: the frames read for statistics
 
 
 def _read_all(paths: list[str], what: str, type_map=()):
@@ -190,6 +193,8 @@ def plan_run(settings: TrainConfig, restart: str | None = None) -> RunPlan:
     from cathodeml.train.data import assign_batch_sizes, split_validation
 
     t = settings.training
+    if t.stream:
+        return _plan_stream(settings, restart)
     # model.type_map also names the types of deepmd/npy systems that have no type_map.raw
     train_sets = _read_all(list(t.data), "training", settings.model.type_map)
     valid_sets = _read_all(list(t.valid_data), "validation", settings.model.type_map) if t.valid_data else []
@@ -219,3 +224,88 @@ def plan_run(settings: TrainConfig, restart: str | None = None) -> RunPlan:
         spin = {**spin, "states": spin_catalogue(train_systems, type_map, spin["elements"])}
     return RunPlan(config, settings, state, train_systems, valid_systems, spin,
                    [p for p, _ in train_sets], [p for p, _ in valid_sets], restart)
+
+
+# ----------------------------------------------------------------------------- streamed data
+
+
+def _plan_stream(settings: TrainConfig, restart: str | None) -> RunPlan:
+    """`plan_run` for data streamed from HDF5 (`train.stream`): the files are indexed, not read.
+
+    Per system only the energies are read whole (the bias and the fingerprint); the validation split
+    is drawn as for resident data but holds out at most `stream.STREAM_VALID_MAX` frames per system
+    (read into memory); `stat_frames` evenly spaced training frames are read for sel, the descriptor
+    statistics, the starting neighbour-list capacity, the spin catalogue and the minimum distance."""
+    import math
+
+    import h5py
+
+    from cathodeml.io.dataset import Dataset, index_dataset, read_column, read_frames, remap_types
+    from cathodeml.train.data import assign_batch_sizes
+    from cathodeml.train.stream import STREAM_VALID_MAX, StreamSystem, stream_fingerprint
+
+    t = settings.training
+    if not t.data:
+        raise CathodemlError("no training data given; pass --data FILE (or list training.data in the config)")
+    indexed = [(str(p), *index_dataset(p, settings.model.type_map)) for p in t.data]
+    previews = []  # the first frame of every system: type map, spin settings
+    for path, file_map, systems, attrs in indexed:
+        with h5py.File(path, "r") as f:
+            previews.append((path, Dataset(file_map, [read_frames(f, s, [0]) for s in systems if s.n_frames], attrs)))
+    valid_sets = _read_all(list(t.valid_data), "validation", settings.model.type_map) if t.valid_data else []
+    spin = _spin_of(previews + valid_sets)
+    ckpt = read_checkpoint(Path(restart)) if restart else None
+    type_map = list(ckpt[0].type_map) if ckpt else _unified_type_map(settings.model.type_map, previews + valid_sets)
+    rng = np.random.Generator(np.random.PCG64(t.seed + 1))
+    several = len(indexed) > 1
+    streamed, valid_systems = [], []
+    for path, file_map, systems, attrs in indexed:
+        with h5py.File(path, "r") as f:
+            for s in systems:
+                if s.n_frames == 0:
+                    continue
+                name = f"{Path(path).name}:{s.name}" if several else s.name
+                run_types = remap_types(s.atom_types, file_map, type_map, where=path)
+
+                def labelled(frames):
+                    system = dataclasses.replace(read_frames(f, s, frames), atom_types=run_types, name=name)
+                    return labelled_systems(Dataset(type_map, [system], attrs), path)[0]
+
+                energies = read_column(f, s, "energy")
+                if energies is None:
+                    raise CathodemlError(f"{path}: system {name} has no energy labels; train needs them")
+                energies = np.asarray(energies, dtype=np.float64).reshape(-1)
+                if not np.all(np.isfinite(energies)):
+                    raise CathodemlError(f"{path}: system {name} frame {int(np.flatnonzero(~np.isfinite(energies))[0])} "
+                                         "has a non-finite energy label; remove it")
+                n_valid = 0
+                if not t.valid_data and s.n_frames >= 2 and t.validation_fraction > 0:
+                    n_valid = min(math.ceil(t.validation_fraction * s.n_frames), STREAM_VALID_MAX)
+                order = rng.permutation(s.n_frames)
+                valid, frames = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+                if n_valid:
+                    valid_systems.append(labelled(valid))
+                sample = frames[np.unique(np.linspace(0, frames.size - 1, max(1, t.stat_frames)).astype(int))]
+                streamed.append(StreamSystem(s, type_map, attrs, run_types, frames, energies[frames], labelled(sample)))
+    if valid_sets:
+        valid_systems = _as_systems(valid_sets, type_map)
+    assign_batch_sizes(streamed, t.batch_size)
+    assign_batch_sizes(valid_systems, 1)
+    samples = [s.template for s in streamed]
+    if ckpt:
+        config, meta, state = ckpt
+        if meta.get("fingerprint") != stream_fingerprint(streamed):
+            raise CathodemlError(f"{restart} was written for different training data (or another seed / "
+                                 "validation split); restart with the same data and config")
+    else:
+        config = model_config_for(settings.model, type_map, samples)
+    prepare_neighbours(config, samples + valid_systems)
+    for s in streamed:
+        s.capacity = s.template.neighbours.capacity
+    if not ckpt:
+        params, stats = initial_model(config, samples, settings.model.seed, t.stat_frames, bias_systems=streamed)
+        state = new_run_state(params, stats)
+    if spin:
+        spin = {**spin, "states": spin_catalogue(samples, type_map, spin["elements"])}
+    return RunPlan(config, settings, state, streamed, valid_systems, spin, [p for p, *_ in indexed],
+                   [p for p, _ in valid_sets], restart, sample_systems=samples)

@@ -34,6 +34,7 @@ from cathodeml.train.config import TrainConfig
 from cathodeml.train.data import FrameSampler, LabelledSystem
 from cathodeml.train.distributed import any_process, devices_and_shardings, global_frame_indices
 from cathodeml.train.loss import ExponentialDecay, prefactors
+from cathodeml.train.stream import StreamedBatches, StreamSystem, stream_fingerprint
 from cathodeml.train.step import (adam_optimiser, device_groups, ensemble_train_step, evaluate_batch, train_state,
                                   train_step)
 
@@ -64,7 +65,10 @@ class RunState:
 
 
 def data_fingerprint(systems: list[LabelledSystem]) -> str:
-    """sha256 over the training frames' shapes, coordinates and labels (for restart checks)."""
+    """sha256 over the training frames' shapes, coordinates and labels (for restart checks); for
+    streamed systems over their frame numbers and energies (`train.stream.stream_fingerprint`)."""
+    if systems and isinstance(systems[0], StreamSystem):
+        return stream_fingerprint(systems)
     h = hashlib.sha256()
     for s in systems:
         for a in (s.all_types(), s.all_coords(), s.energies, s.forces):
@@ -123,16 +127,20 @@ def train_members(config: ModelConfig, members: list[Member], train_systems: lis
     if stacked and n_dev > 1:
         raise CathodemlError(f"an ensemble trained in one program runs on one device ({n_dev} found); "
                              "train the members one by one (--sequential)")
-    train_groups, train_where = device_groups(train_systems, replicated)
+    streamed = bool(train_systems) and isinstance(train_systems[0], StreamSystem)
+    if streamed and n_dev > 1:
+        raise CathodemlError(f"streamed training data (training.stream) runs on one device ({n_dev} found); "
+                             "hold the data resident or train on one device")
+    batches = (StreamedBatches(train_systems, config, t_cfg.seed) if streamed
+               else ResidentBatches(train_systems, t_cfg.seed, replicated, by_frames))
     valid_groups, valid_where = device_groups(valid_systems, replicated)
     n_shown = [s.n_frames if not t_cfg.valid_frames else min(s.n_frames, t_cfg.valid_frames) for s in valid_systems]
     validation = _Validation(valid_groups, valid_where, valid_systems, n_shown)
-    has_virial = any(g.has_virial for g in train_groups) and (loss_cfg.start_pref_v > 0 or loss_cfg.limit_pref_v > 0)
+    has_virial = batches.has_virial and (loss_cfg.start_pref_v > 0 or loss_cfg.limit_pref_v > 0)
 
     state = members[0].state
-    sampler = FrameSampler(train_systems, t_cfg.seed)
     if state.sampler_state is not None:
-        sampler.set_state(state.sampler_state)
+        batches.set_state(state.sampler_state)
     put = (lambda x: jax.device_put(x, replicated)) if replicated is not None else jnp.asarray
     optimiser = adam_optimiser()
     states = [train_state(m.state.params, m.state.opt_state, m.state.step) for m in members]
@@ -152,7 +160,7 @@ def train_members(config: ModelConfig, members: list[Member], train_systems: lis
         for k, m in enumerate(members):
             now = one(current, k)
             write_checkpoint(m.checkpoint_path, config, m.settings,
-                             RunState(now.params, now.opt_state, state.stats, step, sampler.state()),
+                             RunState(now.params, now.opt_state, state.stats, step, batches.state()),
                              fingerprint, extra_checkpoint or {})
 
     if writer:
@@ -166,15 +174,14 @@ def train_members(config: ModelConfig, members: list[Member], train_systems: lis
     display_time = 0.0
     info: dict = {}
     with contextlib.ExitStack() as files:
+        files.callback(batches.close)
         lcurves = [files.enter_context(open(m.lcurve_path, "a")) for m in members] if writer else []
         while step < t_cfg.steps:
             lr = schedule(step)
             pref = prefactors(loss_cfg, lr, settings.learning_rate.start_lr)
-            k, frames = sampler.next()
-            g, offset = train_where[k]
-            s = train_groups[g]
+            s, frames = batches.next()
             current, metrics = step_fn(
-                current, optimiser, stats_dev, s.arrays, global_frame_indices(frames + offset, by_frames), lr, pref,
+                current, optimiser, stats_dev, s.arrays, frames, lr, pref,
                 s.sites,
                 config=config, n_real=s.n_real, has_virial=has_virial and s.has_virial,
                 batch_sharding=by_frames, has_force=s.has_force)
@@ -220,6 +227,31 @@ def train_members(config: ModelConfig, members: list[Member], train_systems: lis
         results.append(TrainResult(jax.tree_util.tree_map(np.asarray, params), state.stats, step, interrupted,
                                    histories[k], elapsed, rate, final))
     return results
+
+
+class ResidentBatches:
+    """Batches of systems held on the device (`train.step.device_groups`), drawn by a `FrameSampler`:
+    `next()` → (the DeviceGroup, the batch's frame indices into it); `state()` is the sampler's."""
+
+    def __init__(self, systems: list[LabelledSystem], seed: int, replicated=None, by_frames=None):
+        self.groups, self.where = device_groups(systems, replicated)
+        self.sampler = FrameSampler(systems, seed)
+        self.by_frames = by_frames
+        self.has_virial = any(g.has_virial for g in self.groups)
+
+    def next(self):
+        k, frames = self.sampler.next()
+        g, offset = self.where[k]
+        return self.groups[g], global_frame_indices(frames + offset, self.by_frames)
+
+    def state(self) -> dict:
+        return self.sampler.state()
+
+    def set_state(self, state: dict) -> None:
+        self.sampler.set_state(state)
+
+    def close(self) -> None:
+        pass
 
 
 def _stack(trees: list):

@@ -1,0 +1,220 @@
+"""Training data streamed from HDF5: batches read, labelled and neighbour-listed on the host while
+the device runs the previous step, so neither device nor host memory grows with the dataset.
+
+Why.  The resident path (`train.step.device_groups`) puts every frame and its neighbour list on the
+device before the loop: ~0.5 MB per 100-atom frame with its list, so a million frames (the
+Li3TiCl6 paper's 1.3 M) cannot fit.  Here a system is only an index into its file (`io.dataset.
+SystemIndex`, the training frame numbers and their energies: 16 bytes a frame); each step's frames
+are read from the file (`io.dataset.read_frames`), turned into a `LabelledSystem` by the same
+checks as resident data (`train.data.labelled_systems`: virtual spin atoms placed from their
+record, non-finite labels refused), given neighbour lists on the host and put on the device as a
+one-batch `DeviceGroup`, which the unchanged jitted `train_step` takes with frame indices 0..B-1.
+A background thread prepares up to `prefetch` batches ahead (h5py, vesin and the device transfer
+release the GIL or are short next to a step).
+
+Order and restarts.  `EpochSampler` draws systems as `FrameSampler` does (probability ∝ batches),
+but the shuffle of system k in epoch e is a pure function of (seed, k, e), so its state is a few
+integers per system instead of a permutation of every frame, and a checkpoint resumes at the exact
+batch: the state saved is the sampler's state *after the last batch the loop consumed*, not after
+the batches the thread has read ahead.  The neighbour-list capacity per system grows with the
+largest batch seen (one recompilation each time it does), never truncating.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import queue
+import threading
+
+import h5py
+import jax.numpy as jnp
+import numpy as np
+
+from cathodeml.errors import CathodemlError
+from cathodeml.io.dataset import Dataset, SystemIndex, read_frames
+from cathodeml.train.data import FrameSampler, LabelledSystem, labelled_systems
+
+# At most this many frames per system are held out (and kept in memory) for validation when streaming.
+STREAM_VALID_MAX = 1000
+
+
+@dataclasses.dataclass
+class StreamSystem:
+    """One system of a streamed run: where it lies, its atoms in the run's type map, the frame numbers
+    (into the file's system) it trains on and their energies (eV; for the energy bias and the data
+    fingerprint).  `template` is a few of its frames read whole: n_real, the virtual sites, whether
+    forces and virials are labelled."""
+
+    index: SystemIndex
+    type_map: list[str]
+    file_attrs: dict
+    run_types: np.ndarray
+    frames: np.ndarray
+    energies: np.ndarray
+    template: LabelledSystem
+    batch_size: int = 1
+    capacity: tuple | None = None
+
+    @property
+    def name(self) -> str:
+        return self.template.name
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.size)
+
+    @property
+    def n_real(self) -> int:
+        return self.template.n_real
+
+    @property
+    def atom_types(self) -> np.ndarray:
+        """Real atoms' types (what the energy bias counts)."""
+        return self.template.atom_types
+
+    def fingerprint(self, h) -> None:
+        """Feed what identifies the training data of this system into the hash `h` (no frame is read)."""
+        for a in (self.template.all_types(), self.frames, self.energies):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(self.index.name.encode())
+
+    def read(self, f: h5py.File, file_frames: np.ndarray, where: str) -> LabelledSystem:
+        """The frames `file_frames` (any order, repeats allowed) as a LabelledSystem, in that order."""
+        unique, inverse = np.unique(file_frames, return_inverse=True)
+        system = dataclasses.replace(read_frames(f, self.index, unique), atom_types=self.run_types)
+        bad = ~np.isfinite(system.energies) if system.energies is not None else np.zeros(unique.size, bool)
+        if system.forces is not None:
+            bad |= ~np.isfinite(system.forces[:, :self.n_real]).all(axis=(1, 2))
+        if bad.any():  # named by its frame in the file, not its place in the batch
+            raise CathodemlError(f"{where}: frame {int(unique[bad][0])} has a non-finite energy or force label; "
+                                 "remove it (e.g. re-ingest without unconverged runs)")
+        labelled = labelled_systems(Dataset(self.type_map, [system], self.file_attrs), where)[0]
+        return labelled if unique.size == file_frames.size and np.all(inverse == np.arange(unique.size)) \
+            else labelled.select(inverse)
+
+
+def stream_fingerprint(systems: list[StreamSystem]) -> str:
+    h = hashlib.sha256(b"stream")
+    for s in systems:
+        s.fingerprint(h)
+    return h.hexdigest()
+
+
+class EpochSampler(FrameSampler):
+    """`FrameSampler` whose shuffle of system k in epoch e is drawn from PCG64([seed, k, e]): the same
+    batches from the same seed, and a state of O(systems) numbers (rng, epochs, cursors)."""
+
+    def __init__(self, systems, seed: int):
+        self.seed = int(seed)
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        n_batches = np.array([s.n_frames / s.batch_size for s in systems], dtype=np.float64)
+        self.probabilities = n_batches / n_batches.sum()
+        self.sizes = [s.n_frames for s in systems]
+        self.batch_sizes = [s.batch_size for s in systems]
+        self.epochs = [0] * len(systems)
+        self.cursors = [0] * len(systems)
+        self.orders = [self._order(k) for k in range(len(systems))]
+
+    def _order(self, k: int) -> np.ndarray:
+        return np.random.Generator(np.random.PCG64([self.seed, k, self.epochs[k]])).permutation(self.sizes[k])
+
+    def next(self) -> tuple[int, np.ndarray]:
+        k = int(self.rng.choice(len(self.sizes), p=self.probabilities)) if len(self.sizes) > 1 else 0
+        take, need = [], self.batch_sizes[k]
+        while need:
+            if self.cursors[k] >= self.sizes[k]:
+                self.epochs[k] += 1
+                self.orders[k] = self._order(k)
+                self.cursors[k] = 0
+            chunk = self.orders[k][self.cursors[k]:self.cursors[k] + need]
+            self.cursors[k] += len(chunk)
+            need -= len(chunk)
+            take.append(chunk)
+        return k, np.concatenate(take)
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "epochs": list(self.epochs), "cursors": list(self.cursors)}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.epochs = [int(e) for e in state["epochs"]]
+        self.cursors = [int(c) for c in state["cursors"]]
+        self.orders = [self._order(k) for k in range(len(self.sizes))]
+
+
+class StreamedBatches:
+    """Batches of streamed systems, prepared ahead by a thread: `next()` → (DeviceGroup of one batch,
+    frame indices 0..B-1); `state()` is the sampler state after the last batch `next()` returned."""
+
+    def __init__(self, systems: list[StreamSystem], config, seed: int, prefetch: int = 4):
+        self.systems, self.config = systems, config
+        self.sampler = EpochSampler(systems, seed)
+        self.prefetch = prefetch
+        self._state = self.sampler.state()
+        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.has_virial = any(s.template.virials is not None for s in systems)
+
+    def set_state(self, state: dict) -> None:
+        if self._thread is not None:
+            raise RuntimeError("set the sampler state before the first batch")
+        self.sampler.set_state(state)
+        self._state = self.sampler.state()
+
+    def state(self) -> dict:
+        return self._state
+
+    def next(self):
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._produce, name="cathodeml-batches", daemon=True)
+            self._thread.start()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        group, frames, self._state = item
+        return group, frames
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread is not None and self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._thread = None
+
+    def _produce(self) -> None:
+        files: dict[str, h5py.File] = {}
+        try:
+            while not self._stop.is_set():
+                k, frames = self.sampler.next()
+                item = (self.batch(k, frames, files), jnp.arange(frames.size), self.sampler.state())
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+        except BaseException as exc:  # noqa: BLE001 -- handed to the training loop, which raises it
+            self._queue.put(exc)
+        finally:
+            for f in files.values():
+                f.close()
+
+    def batch(self, k: int, frames: np.ndarray, files: dict | None = None):
+        """The DeviceGroup of system k's training frames `frames` (positions in its frame list)."""
+        from cathodeml.model.neighbors import build_neighbor_lists
+        from cathodeml.train.step import device_groups
+
+        s = self.systems[k]
+        files = {} if files is None else files
+        f = files.get(s.index.path) or files.setdefault(s.index.path, h5py.File(s.index.path, "r"))
+        labelled = s.read(f, s.frames[frames], f"{s.index.path}:{s.index.name}")
+        labelled.neighbours = build_neighbor_lists(labelled.all_coords(), None if labelled.nopbc else labelled.cells,
+                                                   labelled.all_types(), self.config.rcut, self.config.ntypes,
+                                                   capacity=s.capacity, margin=1.1)
+        s.capacity = labelled.neighbours.capacity
+        groups, _ = device_groups([labelled])
+        return groups[0]
