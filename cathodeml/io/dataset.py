@@ -218,22 +218,39 @@ def index_dataset(path: str | os.PathLike, type_map: list[str] | tuple[str, ...]
     return list(file_map), out, attrs
 
 
+class FrameReader:
+    """Reads chosen frames of one indexed system from an open file, the HDF5 datasets of its columns
+    looked up once (a batch of a few frames costs a few fancy reads, not a walk of the groups)."""
+
+    def __init__(self, f: h5py.File, index: SystemIndex):
+        g = f[index.group] if index.group else f
+        self.index = index
+        self.starts = np.concatenate([[0], np.cumsum(index.set_sizes)])
+        self.columns: dict[str, list] = {}
+        for s in index.sets:
+            for key, value in g[s].items():
+                if key.endswith(".npy"):
+                    self.columns.setdefault(key[:-4], []).append(value)
+
+    def read(self, frames: np.ndarray) -> System:
+        """The frames `frames` (increasing, distinct indices over the system's sets) as a System."""
+        frames = np.asarray(frames, dtype=np.int64)
+        if not frames.size or np.any(np.diff(frames) <= 0) or frames[0] < 0 or frames[-1] >= self.index.n_frames:
+            raise ValueError("read_frames needs increasing, distinct frame indices within the system")
+        parts: dict[str, list[np.ndarray]] = {}
+        for k in range(len(self.index.sets)):
+            local = frames[(frames >= self.starts[k]) & (frames < self.starts[k + 1])] - self.starts[k]
+            if local.size:
+                for key, datasets in self.columns.items():
+                    parts.setdefault(key, []).append(datasets[k][local])
+        index = self.index
+        return _system_from_columns(parts, index.atom_types, index.name, index.attrs, index.nopbc)
+
+
 def read_frames(f: h5py.File, index: SystemIndex, frames: np.ndarray) -> System:
     """The frames `frames` (increasing, distinct indices over the system's sets) of an indexed system,
-    as a System, from the open file `f`."""
-    frames = np.asarray(frames, dtype=np.int64)
-    if not frames.size or np.any(np.diff(frames) <= 0) or frames[0] < 0 or frames[-1] >= index.n_frames:
-        raise ValueError("read_frames needs increasing, distinct frame indices within the system")
-    g = f[index.group] if index.group else f
-    starts = np.concatenate([[0], np.cumsum(index.set_sizes)])
-    parts: dict[str, list[np.ndarray]] = {}
-    for k, s in enumerate(index.sets):
-        local = frames[(frames >= starts[k]) & (frames < starts[k + 1])] - starts[k]
-        if local.size:
-            for key in g[s].keys():
-                if key.endswith(".npy"):
-                    parts.setdefault(key[:-4], []).append(g[s][key][local])
-    return _system_from_columns(parts, index.atom_types, index.name, index.attrs, index.nopbc)
+    as a System, from the open file `f` (`FrameReader` for many reads)."""
+    return FrameReader(f, index).read(frames)
 
 
 def read_column(f: h5py.File, index: SystemIndex, key: str) -> np.ndarray | None:

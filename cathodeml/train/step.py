@@ -50,11 +50,14 @@ def _group_key(s: LabelledSystem):
     return (tuple(int(t) for t in s.all_types()), hosts, s.nopbc, s.virials is not None, s.forces is not None)
 
 
-def device_groups(systems: list[LabelledSystem], sharding=None) -> tuple[list[DeviceGroup], list[tuple[int, int]]]:
-    """Stack systems of identical atoms into device groups; return (groups, [(group, first frame)] per system)."""
+def device_groups(systems: list[LabelledSystem], sharding=None, on_host: bool = False
+                  ) -> tuple[list[DeviceGroup], list[tuple[int, int]]]:
+    """Stack systems of identical atoms into device groups; return (groups, [(group, first frame)] per system).
+    on_host: leave the arrays as numpy (a streamed batch: the jitted step transfers them when called)."""
     from cathodeml.model.neighbors import with_capacity
 
-    put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
+    put = ((lambda x: x) if on_host else (lambda x: jax.device_put(x, sharding)) if sharding is not None
+           else jnp.asarray)
     keys, members = [], []
     where = []
     for i, s in enumerate(systems):

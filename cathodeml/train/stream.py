@@ -28,11 +28,10 @@ import queue
 import threading
 
 import h5py
-import jax.numpy as jnp
 import numpy as np
 
 from cathodeml.errors import CathodemlError
-from cathodeml.io.dataset import Dataset, SystemIndex, read_frames
+from cathodeml.io.dataset import Dataset, FrameReader, SystemIndex
 from cathodeml.train.data import FrameSampler, LabelledSystem, labelled_systems
 
 # At most this many frames per system are held out (and kept in memory) for validation when streaming.
@@ -79,10 +78,10 @@ class StreamSystem:
             h.update(np.ascontiguousarray(a).tobytes())
         h.update(self.index.name.encode())
 
-    def read(self, f: h5py.File, file_frames: np.ndarray, where: str) -> LabelledSystem:
+    def read(self, reader: FrameReader, file_frames: np.ndarray, where: str) -> LabelledSystem:
         """The frames `file_frames` (any order, repeats allowed) as a LabelledSystem, in that order."""
         unique, inverse = np.unique(file_frames, return_inverse=True)
-        system = dataclasses.replace(read_frames(f, self.index, unique), atom_types=self.run_types)
+        system = dataclasses.replace(reader.read(unique), atom_types=self.run_types)
         bad = ~np.isfinite(system.energies) if system.energies is not None else np.zeros(unique.size, bool)
         if system.forces is not None:
             bad |= ~np.isfinite(system.forces[:, :self.n_real]).all(axis=(1, 2))
@@ -186,11 +185,12 @@ class StreamedBatches:
         self._thread = None
 
     def _produce(self) -> None:
+        readers: dict = {}
         files: dict[str, h5py.File] = {}
         try:
             while not self._stop.is_set():
                 k, frames = self.sampler.next()
-                item = (self.batch(k, frames, files), jnp.arange(frames.size), self.sampler.state())
+                item = (self.batch(k, frames, readers, files), np.arange(frames.size), self.sampler.state())
                 while not self._stop.is_set():
                     try:
                         self._queue.put(item, timeout=0.1)
@@ -203,18 +203,23 @@ class StreamedBatches:
             for f in files.values():
                 f.close()
 
-    def batch(self, k: int, frames: np.ndarray, files: dict | None = None):
-        """The DeviceGroup of system k's training frames `frames` (positions in its frame list)."""
+    def batch(self, k: int, frames: np.ndarray, readers: dict | None = None, files: dict | None = None):
+        """The DeviceGroup of system k's training frames `frames` (positions in its frame list), its
+        arrays left on the host: the jitted step moves them, in one transfer, when it is called."""
         from cathodeml.model.neighbors import build_neighbor_lists
         from cathodeml.train.step import device_groups
 
         s = self.systems[k]
-        files = {} if files is None else files
-        f = files.get(s.index.path) or files.setdefault(s.index.path, h5py.File(s.index.path, "r"))
-        labelled = s.read(f, s.frames[frames], f"{s.index.path}:{s.index.name}")
+        readers = {} if readers is None else readers
+        if k not in readers:
+            files = {} if files is None else files
+            if s.index.path not in files:
+                files[s.index.path] = h5py.File(s.index.path, "r")
+            readers[k] = FrameReader(files[s.index.path], s.index)
+        labelled = s.read(readers[k], s.frames[frames], f"{s.index.path}:{s.index.name}")
         labelled.neighbours = build_neighbor_lists(labelled.all_coords(), None if labelled.nopbc else labelled.cells,
                                                    labelled.all_types(), self.config.rcut, self.config.ntypes,
                                                    capacity=s.capacity, margin=1.1)
         s.capacity = labelled.neighbours.capacity
-        groups, _ = device_groups([labelled])
+        groups, _ = device_groups([labelled], on_host=True)
         return groups[0]
