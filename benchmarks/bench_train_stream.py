@@ -2,13 +2,15 @@
 on a synthetic 1,000,000-frame dataset against a 1,000-frame one, and of resident training.
 
 The dataset: a rock-salt Ni4O4 cell (a = 4.17 Å) whose atoms are displaced at random (σ = 0.1 Å) in
-every frame, with harmonic labels (E = E0 + k Σ u², F = −2k u, k = 1 eV/Å²), written in chunks straight
-into the deepmd/hdf5 layout (1M frames: ~0.4 GB on disk).  Every configuration runs in its own process
+every frame, with harmonic labels (E = E0 + k Σ u², F = −2k u, k = 1 eV/Å²), written in blocks straight
+into the deepmd/hdf5 layout (contiguous arrays, as `cathodeml ingest` writes them) (1M frames: ~0.4 GB on disk).  Every configuration runs in its own process
 so its peak resident memory (ru_maxrss) is its own; s/step is the trainer's (first step and displays
 excluded).  The model is small (embedding 8-16, fitting 32-32, rcut 4 Å) so that the data path, not
-the network, is what is measured; batch_size auto (32 atoms: 4 frames).
+the network, is what is measured (`--water-nets`: DeePMD-kit's water nets, a realistic step);
+batch_size auto (32 atoms: 4 frames).
 
     python benchmarks/bench_train_stream.py [--frames 1000 1000000] [--resident 1000 100000] [--steps 300]
+                                            [--water-nets] [--workdir DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ CONFIG = """
 rcut = 4.0
 rcut_smth = 0.5
 sel = "auto"
-embedding_neurons = [8, 16]
-axis_neuron = 4
-fitting_neurons = [32, 32]
+embedding_neurons = {embedding}
+axis_neuron = {axis}
+fitting_neurons = {fitting}
 type_map = ["Ni", "O"]
 
 [training]
@@ -61,7 +63,7 @@ def write_synthetic(path: Path, n_frames: int, chunk: int = 100_000, seed: int =
         s = g.create_group("set.000")
         cols = {"coord.npy": 24, "force.npy": 24, "box.npy": 9}
         for name, width in cols.items():
-            s.create_dataset(name, (n_frames, width), "f8", chunks=(min(n_frames, 1024), width))
+            s.create_dataset(name, (n_frames, width), "f8")  # contiguous, as write_dataset (ingest) lays them out
         s.create_dataset("energy.npy", (n_frames,), "f8")
         for start in range(0, n_frames, chunk):
             n = min(chunk, n_frames - start)
@@ -98,6 +100,8 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, nargs="+", default=[1000, 1_000_000], help="streamed dataset sizes")
     ap.add_argument("--resident", type=int, nargs="*", default=[1000, 100_000], help="resident dataset sizes")
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--water-nets", action="store_true",
+                    help="DeePMD-kit's water nets (25-50-100, axis 16, 240-240-240) instead of the small ones")
     ap.add_argument("--workdir", type=Path, help="keep the datasets here (default: a temporary folder)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
@@ -109,7 +113,9 @@ def main(argv=None):
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         config = work / "bench.toml"
-        config.write_text(CONFIG.format(steps=args.steps))
+        nets = (dict(embedding=[25, 50, 100], axis=16, fitting=[240, 240, 240]) if args.water_nets
+                else dict(embedding=[8, 16], axis=4, fitting=[32, 32]))
+        config.write_text(CONFIG.format(steps=args.steps, **nets))
         rows = []
         for mode, sizes in (("stream", args.frames), ("resident", args.resident)):
             for n in sizes:

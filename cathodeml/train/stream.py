@@ -9,8 +9,9 @@ are read from the file (`io.dataset.read_frames`), turned into a `LabelledSystem
 checks as resident data (`train.data.labelled_systems`: virtual spin atoms placed from their
 record, non-finite labels refused), given neighbour lists on the host and put on the device as a
 one-batch `DeviceGroup`, which the unchanged jitted `train_step` takes with frame indices 0..B-1.
-A background thread prepares up to `prefetch` batches ahead (h5py, vesin and the device transfer
-release the GIL or are short next to a step).
+A background thread draws the batches in order and a few worker threads prepare up to `prefetch`
+of them ahead (h5py, vesin and numpy release the GIL for their work); the arrays stay numpy until
+the jitted step takes them, in one transfer.
 
 Order and restarts.  `EpochSampler` draws systems as `FrameSampler` does (probability ∝ batches),
 but the shuffle of system k in epoch e is a pure function of (seed, k, e), so its state is a few
@@ -22,8 +23,11 @@ largest batch seen (one recompilation each time it does), never truncating.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import hashlib
+import os
 import queue
 import threading
 
@@ -146,10 +150,12 @@ class StreamedBatches:
     """Batches of streamed systems, prepared ahead by a thread: `next()` → (DeviceGroup of one batch,
     frame indices 0..B-1); `state()` is the sampler state after the last batch `next()` returned."""
 
-    def __init__(self, systems: list[StreamSystem], config, seed: int, prefetch: int = 4):
+    def __init__(self, systems: list[StreamSystem], config, seed: int, prefetch: int = 8, workers: int | None = None):
         self.systems, self.config = systems, config
         self.sampler = EpochSampler(systems, seed)
         self.prefetch = prefetch
+        self.workers = workers or max(1, min(4, (os.cpu_count() or 2) // 2))
+        self._lock = threading.Lock()
         self._state = self.sampler.state()
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
@@ -185,23 +191,40 @@ class StreamedBatches:
         self._thread = None
 
     def _produce(self) -> None:
-        readers: dict = {}
-        files: dict[str, h5py.File] = {}
+        """Draw batches in order and have `workers` threads read them (h5py, vesin and numpy release the
+        GIL for their work), handing them on in the order drawn, each with the sampler state after it."""
+        local = threading.local()  # each worker thread opens the files itself
+
+        def make(k, frames):
+            if not hasattr(local, "files"):
+                local.files, local.readers = {}, {}
+                opened.append(local.files)
+            return self.batch(k, frames, local.readers, local.files)
+
+        opened: list[dict] = []
+        pending: collections.deque = collections.deque()
         try:
-            while not self._stop.is_set():
-                k, frames = self.sampler.next()
-                item = (self.batch(k, frames, readers, files), np.arange(frames.size), self.sampler.state())
+            with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="cathodeml-batch") as pool:
                 while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
+                    while len(pending) < self.prefetch:
+                        k, frames = self.sampler.next()
+                        pending.append((pool.submit(make, k, frames), frames.size, self.sampler.state()))
+                    future, size, state = pending.popleft()
+                    item = (future.result(), np.arange(size), state)
+                    while not self._stop.is_set():
+                        try:
+                            self._queue.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            pass
+                for future, _, _ in pending:
+                    future.cancel()
         except BaseException as exc:  # noqa: BLE001 -- handed to the training loop, which raises it
             self._queue.put(exc)
         finally:
-            for f in files.values():
-                f.close()
+            for files in opened:
+                for f in files.values():
+                    f.close()
 
     def batch(self, k: int, frames: np.ndarray, readers: dict | None = None, files: dict | None = None):
         """The DeviceGroup of system k's training frames `frames` (positions in its frame list), its
@@ -220,6 +243,8 @@ class StreamedBatches:
         labelled.neighbours = build_neighbor_lists(labelled.all_coords(), None if labelled.nopbc else labelled.cells,
                                                    labelled.all_types(), self.config.rcut, self.config.ntypes,
                                                    capacity=s.capacity, margin=1.1)
-        s.capacity = labelled.neighbours.capacity
+        with self._lock:  # capacities only grow, whichever worker saw the larger batch
+            s.capacity = tuple(max(a, b) for a, b in zip(s.capacity or labelled.neighbours.capacity,
+                                                         labelled.neighbours.capacity))
         groups, _ = device_groups([labelled], on_host=True)
         return groups[0]
