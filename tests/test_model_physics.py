@@ -367,3 +367,54 @@ def test_jitted_energy_matches_a_plain_numpy_implementation_for_three_types(data
     ours = evaluate(config, params, stats, pos, cell, nbr)["atomic_energies"]
     np.testing.assert_allclose(ours, _numpy_atomic_energies(config, params, stats, pos, cell, types),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["sel fits, per-type stats", "sel fits, per-slot stats", "sel truncates"])
+def test_md_list_with_a_skin_keeps_the_neighbours_deepmd_kit_keeps(data_dir, case):
+    """A list built with a skin (as in MD) holds more candidates than slots, and the atoms have moved
+    since it was built: the energy must still keep, of the neighbours within rcut now, those DeePMD-kit
+    keeps.  The sort-free selection (neighbours packed in list order) is used when sel holds every
+    neighbour and the slots of a type are interchangeable; the other cases must fall back to sorting
+    by distance.  Checked against the plain numpy implementation, which sorts, and against a list
+    built without a skin at the moved positions."""
+    from cathodeml.model.descriptor import _kept_slots
+    from cathodeml.model.neighbors import count_within_cutoff
+
+    pos, cell, _ = _triclinic(data_dir)
+    types = np.array([0, 1, 2, 1, 2, 0])
+    rng = np.random.default_rng(3)
+    moved = pos + rng.uniform(-0.3, 0.3, pos.shape)
+    rcut = 4.0
+    counts = count_within_cutoff(build_neighbor_list(moved, cell, types, rcut, 3), moved, cell, rcut).max(axis=0)
+    sel = tuple(int(c) for c in (counts if case != "sel truncates" else np.maximum(counts - 2, 1)))
+    config = ModelConfig(type_map=("Li", "O", "O_spin"), sel=sel, rcut=rcut, rcut_smth=1.5,
+                         embedding_neurons=(4, 8), axis_neuron=3, type_one_side=False, fitting_neurons=(6,))
+    params = init_params(config, jax.random.PRNGKey(5))
+    stats = default_stats(config)
+    off = config.sel_offsets
+    for a in range(3):
+        for b in range(3):
+            if case == "sel fits, per-slot stats":
+                stats["davg"][a, off[b]:off[b + 1]] = rng.normal(0.1, 0.05, (off[b + 1] - off[b], 4))
+            else:
+                stats["davg"][a, off[b]:off[b + 1]] = rng.normal(0.1, 0.05, 4)
+            stats["dstd"][a, off[b]:off[b + 1]] = rng.uniform(0.3, 0.8, 4)
+    skin_list = build_neighbor_list(pos, cell, types, rcut, 3, skin=2.0)
+    assert all(c > s for c, s in zip(skin_list.capacity, sel))
+    ours = evaluate(config, params, stats, moved, cell, skin_list)
+    expected = _numpy_atomic_energies(config, params, stats, moved, cell, types)
+    np.testing.assert_allclose(ours["atomic_energies"], expected, rtol=1e-12, atol=1e-12)
+    plain = evaluate(config, params, stats, moved, cell, build_neighbor_list(moved, cell, types, rcut, 3))
+    np.testing.assert_allclose(ours["forces"], plain["forces"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["virial"], plain["virial"], rtol=1e-10, atol=1e-12)
+
+    # the packed selection keeps the same neighbours as the sorted one whenever sel holds them all
+    idx = np.asarray(skin_list.index)
+    disp = moved[np.where(idx >= 0, idx, 0)] + np.asarray(skin_list.shift) @ cell - moved[:, None, :]
+    d2 = jnp.asarray(np.where(idx >= 0, np.sum(disp * disp, axis=-1), np.inf))
+    packed = _kept_slots(config, skin_list.capacity, d2 < rcut ** 2, d2, jnp.asarray(True))
+    nearest = _kept_slots(config, skin_list.capacity, d2 < rcut ** 2, d2, False)
+    for (p1, k1), (p2, k2) in zip(packed, nearest):
+        kept = [sorted(np.asarray(p)[i][np.asarray(k)[i]]) for p, k in ((p1, k1), (p2, k2)) for i in range(6)]
+        if case != "sel truncates":
+            assert kept[:6] == kept[6:]

@@ -201,13 +201,16 @@ class SpinState:
         self.moments = np.array(moments, dtype=np.float64)
 
 
-def default_chunk() -> int:
+def default_chunk(compressed: bool = False) -> int:
     """Atoms per chunk of the MD energy (`model.chunked_energy`) when the user does not say.  On CPU,
-    512-atom chunks had the fastest energy + forces kernel we measured (12,288 water atoms: whole cell
-    5.0 GB peak and 4,900 atom-evaluations/s; 512-atom chunks 0.76 GB and 8,300/s; 128-256 no faster,
-    benchmarks/BENCHMARKS.md "md memory"); an accelerator wants larger chunks to stay busy (16,384: not
-    measured)."""
-    return 512 if jax.default_backend() == "cpu" else 16384
+    512-atom chunks had the fastest energy + forces kernel we measured for the exact nets (12,288 water
+    atoms: whole cell 5.0 GB peak and 4,900 atom-evaluations/s; 512-atom chunks 0.76 GB and 8,300/s;
+    128-256 no faster, benchmarks/BENCHMARKS.md "md memory"); a compressed model wants 16-atom chunks,
+    whose gathered table coefficients stay in cache (BENCHMARKS.md "compress").  An accelerator wants
+    larger chunks to stay busy (16,384: not measured)."""
+    if jax.default_backend() != "cpu":
+        return 16384
+    return 16 if compressed else 512
 
 
 def deeppot(model, atom_types, moments=None, margin: float = 1.25, chunk: int | None = None) -> Potential:
@@ -221,13 +224,13 @@ def deeppot(model, atom_types, moments=None, margin: float = 1.25, chunk: int | 
     The same model and atoms give the same Potential object (its moments reset to the given ones),
     so a second run in one process (a restart, the tests, another --magmom) reuses the compiled
     MD kernels.  chunk: atoms per chunk of the energy evaluation (`model.chunked_energy`: bounded
-    memory, forces in the same pass); None: `default_chunk()`; 0: the whole cell at once."""
+    memory, forces in the same pass); None: `default_chunk(compressed)`; 0: the whole cell at once."""
     from cathodeml import spin
 
     sites = spin.model_virtual_sites(model.type_map, model.spin, atom_types)
     host_m = None if sites is None else spin.host_moments(sites, moments)
     spin_key = None if sites is None else _digest(sites.host_index, sites.types, sites.eta, sites.d) + sites.mode
-    chunk = default_chunk() if chunk is None else int(chunk)
+    chunk = default_chunk(bool(model.config.tables)) if chunk is None else int(chunk)
     key = (model.config, _digest(model.params, model.stats), np.asarray(atom_types).tobytes(), spin_key, margin, chunk)
     if key not in _DEEPPOTS:
         if len(_DEEPPOTS) >= 4:

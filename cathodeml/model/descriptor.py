@@ -41,38 +41,103 @@ def environment_matrix(diff, mask, rcut_smth: float, rcut: float):
     return jnp.concatenate([1.0 / r, safe / (r * r)], axis=-1) * w
 
 
-def neighbor_blocks(config: ModelConfig, positions, cell, nbr: NeighborList, centres):
+def neighbor_blocks(config: ModelConfig, positions, cell, nbr: NeighborList, centres, order_free=False):
     """Per neighbour type t, displacements (Å) [n, w_t, 3] and mask [n, w_t] of the neighbours
     DeePMD-kit keeps (of the Σsel nearest within rcut, the sel[t] nearest of type t), with
     w_t = min(sel[t], capacity[t]): slots beyond the capacity are empty by construction.
 
     positions [N, 3], cell [3, 3] (zeros if not periodic), centres [n] atom indices.
+    order_free: a (traced) bool, True when the slots of each neighbour type are interchangeable
+    (`slots_interchangeable`); the selection then skips sorting by distance whenever no centre
+    has more than sel[t] neighbours of any type t within rcut (see `_kept_slots`).
     """
     idx = nbr.index[centres]
     valid = idx >= 0
-    neighbours = positions[jnp.where(valid, idx, 0)]
-    image = jnp.einsum("nck,kl->ncl", nbr.shift[centres].astype(positions.dtype), cell)
-    diff = neighbours + image - positions[centres][:, None, :]
-    d2 = jnp.sum(diff * diff, axis=-1)
-    inside = valid & (d2 < config.rcut * config.rcut)
-    if diff.shape[1] > config.nnei:
-        # DeePMD-kit keeps the Σsel nearest of all types first, then the sel[t] nearest of each type
-        # among those (deepmd/dpmodel/utils/nlist.py): a neighbour beyond the Σsel nearest is dropped
-        # even when its own type has free slots.
-        ranked = jnp.sort(jax.lax.stop_gradient(jnp.where(inside, d2, jnp.inf)), axis=1)
-        inside = inside & (d2 <= ranked[:, config.nnei - 1:config.nnei])
-    offsets = np.concatenate([[0], np.cumsum(nbr.capacity)])
+    shift = nbr.shift[centres]
+    if all(c <= s for c, s in zip(nbr.capacity, config.sel)) and idx.shape[1] <= config.nnei:
+        # every candidate fits its slot: nothing to select (training lists, built without a skin)
+        diff = _displacements(positions, cell, idx, shift, centres)
+        inside = valid & (jnp.sum(diff * diff, axis=-1) < config.rcut * config.rcut)
+        offsets = np.concatenate([[0], np.cumsum(nbr.capacity)])
+        return [(diff[:, a:b], inside[:, a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+    # which candidates are kept depends on distances only (no gradient); the displacements are then
+    # computed for the kept slots alone, so the backward pass never touches the other candidates
+    diff = jax.lax.stop_gradient(_displacements(positions, cell, idx, shift, centres))
+    d2 = jnp.where(valid, jnp.sum(diff * diff, axis=-1), jnp.inf)
     blocks = []
-    for t, sel in enumerate(config.sel):
-        cap = int(nbr.capacity[t])
-        block_diff, block_in = diff[:, offsets[t]:offsets[t + 1]], inside[:, offsets[t]:offsets[t + 1]]
-        if cap > sel:
-            key = jnp.where(block_in, -d2[:, offsets[t]:offsets[t + 1]], -jnp.inf)
-            _, pick = jax.lax.top_k(jax.lax.stop_gradient(key), sel)
-            block_diff = jnp.take_along_axis(block_diff, pick[..., None], axis=1)
-            block_in = jnp.take_along_axis(block_in, pick, axis=1)
-        blocks.append((block_diff, block_in))
+    for pick, keep in _kept_slots(config, nbr.capacity, d2 < config.rcut * config.rcut, d2, order_free):
+        j = jnp.take_along_axis(idx, pick, axis=1)
+        s = jnp.take_along_axis(shift, pick[..., None], axis=1)
+        block = _displacements(positions, cell, jnp.where(keep, j, 0), s, centres)
+        blocks.append((jnp.where(keep[..., None], block, 1.0), keep))
     return blocks
+
+
+def _displacements(positions, cell, index, shift, centres):
+    """r_j + shift·cell − r_i [n, c, 3] (Å) of the listed neighbours of the centres (index ≥ 0)."""
+    image = jnp.einsum("nck,kl->ncl", shift.astype(positions.dtype), cell)
+    return positions[jnp.where(index >= 0, index, 0)] + image - positions[centres][:, None, :]
+
+
+def _kept_slots(config: ModelConfig, capacity, inside, d2, order_free):
+    """Per neighbour type, the candidate columns [n, w_t] DeePMD-kit keeps and whether each holds a
+    neighbour [n, w_t]; inside [n, C] (within rcut) and d2 [n, C] (Å²) of every candidate.
+
+    DeePMD-kit keeps the Σsel nearest of all types first, then the sel[t] nearest of each type among
+    those (deepmd/dpmodel/utils/nlist.py), in order of distance.  When no centre has more than sel[t]
+    neighbours of type t within rcut, that is simply every neighbour within rcut, and when the slots of a
+    type are interchangeable (per-type davg/dstd, as DeePMD-kit and `descriptor_stats` make them; the
+    descriptor is a sum over slots) their order does not matter: the neighbours are then packed in list
+    order (a prefix sum), which costs a fraction of the sorts.  In MD, where the list holds every pair
+    within rcut + skin and twice as many candidates as slots, the sorts were half of the step.
+    """
+    offsets = np.concatenate([[0], np.cumsum(capacity)])
+    widths = [min(sel, int(cap)) for sel, cap in zip(config.sel, capacity)]
+    n = inside.shape[0]
+
+    def nearest():
+        keep_all = inside
+        if inside.shape[1] > config.nnei:
+            ranked = jnp.sort(jnp.where(inside, d2, jnp.inf), axis=1)
+            keep_all = inside & (d2 <= ranked[:, config.nnei - 1:config.nnei])
+        picks = []
+        for t, width in enumerate(widths):
+            a, b = offsets[t], offsets[t + 1]
+            if b - a > width:
+                _, pick = jax.lax.top_k(jnp.where(keep_all[:, a:b], -d2[:, a:b], -jnp.inf), width)
+            else:
+                pick = jnp.broadcast_to(jnp.arange(b - a, dtype=jnp.int32), (n, b - a))
+            picks.append((pick + a, jnp.take_along_axis(keep_all[:, a:b], pick, axis=1)))
+        return picks
+
+    def packed():
+        picks = []
+        for t, width in enumerate(widths):
+            a, b = offsets[t], offsets[t + 1]
+            block = inside[:, a:b]
+            target = jnp.where(block, jnp.cumsum(block, axis=1) - 1, width)  # past the end: dropped
+            rows = jnp.broadcast_to(jnp.arange(n)[:, None], block.shape)
+            pick = jnp.full((n, width), -1, jnp.int32).at[rows, target].set(
+                jnp.broadcast_to(jnp.arange(a, b, dtype=jnp.int32), block.shape), mode="drop")
+            picks.append((jnp.maximum(pick, a), pick >= 0))
+        return picks
+
+    if order_free is False:
+        return nearest()
+    fits = jnp.all(jnp.stack([jnp.sum(inside[:, offsets[t]:offsets[t + 1]], axis=1) <= sel
+                              for t, sel in enumerate(config.sel)]))
+    return jax.lax.cond(order_free & fits, packed, nearest)
+
+
+def slots_interchangeable(config: ModelConfig, stats: dict, centre_type: int):
+    """True (traced) when davg/dstd of centre_type are the same on every slot of each neighbour type,
+    so permuting a type's neighbours among its slots leaves the descriptor unchanged."""
+    same = []
+    for a, b in zip(config.sel_offsets[:-1], config.sel_offsets[1:]):
+        for key in ("davg", "dstd"):
+            block = stats[key][centre_type, a:b]
+            same.append(jnp.all(block == block[:1]))
+    return jnp.all(jnp.stack(same))
 
 
 def select_neighbors(config: ModelConfig, positions, cell, nbr: NeighborList, centres):

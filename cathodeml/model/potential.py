@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cathodeml.model.config import ModelConfig
-from cathodeml.model.descriptor import descriptor_of_centres, neighbor_blocks
+from cathodeml.model.descriptor import descriptor_of_centres, neighbor_blocks, slots_interchangeable
 from cathodeml.model.neighbors import NeighborList
 from cathodeml.model.nn import fitting_net, init_embedding_net, init_fitting_net
 
@@ -93,7 +93,7 @@ def centre_energies(config: ModelConfig, params: dict, stats: dict, positions, c
 
 
 def _centre_energies(config, params, stats, positions, cell, nbr, centres, t):
-    blocks = neighbor_blocks(config, positions, cell, nbr, centres)
+    blocks = neighbor_blocks(config, positions, cell, nbr, centres, slots_interchangeable(config, stats, t))
     d = descriptor_of_centres(config, params, stats, blocks, t)
     return fitting_net(params["fitting"][t], d, config.activation)[:, 0] + stats["type_bias"][t]
 
