@@ -54,7 +54,7 @@ def neighbor_blocks(config: ModelConfig, positions, cell, nbr: NeighborList, cen
     idx = nbr.index[centres]
     valid = idx >= 0
     shift = nbr.shift[centres]
-    if all(c <= s for c, s in zip(nbr.capacity, config.sel)) and idx.shape[1] <= config.nnei:
+    if all(c <= s for c, s in zip(nbr.capacity, config.sel)):
         # every candidate fits its slot: nothing to select (training lists, built without a skin)
         diff = _displacements(positions, cell, idx, shift, centres)
         inside = valid & (jnp.sum(diff * diff, axis=-1) < config.rcut * config.rcut)
