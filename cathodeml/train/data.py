@@ -159,8 +159,15 @@ class FrameSampler:
         self.probabilities = n_batches / n_batches.sum()
         self.sizes = [s.n_frames for s in systems]
         self.batch_sizes = [s.batch_size for s in systems]
-        self.orders = [self.rng.permutation(n) for n in self.sizes]
         self.cursors = [0] * len(systems)
+        self.orders = [self._first_order(k) for k in range(len(systems))]
+
+    def _first_order(self, k: int) -> np.ndarray:
+        return self._next_order(k)
+
+    def _next_order(self, k: int) -> np.ndarray:
+        """The shuffle of system k once its current one is used up."""
+        return self.rng.permutation(self.sizes[k])
 
     def next(self) -> tuple[int, np.ndarray]:
         """(system index, frame indices [batch_size]) for the next step."""
@@ -169,7 +176,7 @@ class FrameSampler:
         need = self.batch_sizes[k]
         while need:
             if self.cursors[k] >= self.sizes[k]:
-                self.orders[k] = self.rng.permutation(self.sizes[k])
+                self.orders[k] = self._next_order(k)
                 self.cursors[k] = 0
             chunk = self.orders[k][self.cursors[k]:self.cursors[k] + need]
             self.cursors[k] += len(chunk)

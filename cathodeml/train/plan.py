@@ -209,21 +209,31 @@ def plan_run(settings: TrainConfig, restart: str | None = None) -> RunPlan:
                                                         np.random.Generator(np.random.PCG64(t.seed + 1)))
     assign_batch_sizes(train_systems, t.batch_size)
     assign_batch_sizes(valid_systems, 1)
-    if ckpt:
-        config, meta, state = ckpt
-        if meta.get("fingerprint") != data_fingerprint(train_systems):
-            raise CathodemlError(f"{restart} was written for different training data (or another seed / "
-                                 "validation split); restart with the same data and config")
-    else:
-        config = model_config_for(settings.model, type_map, train_systems)
-    prepare_neighbours(config, train_systems + valid_systems)
-    if not ckpt:
-        params, stats = initial_model(config, train_systems, settings.model.seed, t.stat_frames)
-        state = new_run_state(params, stats)
+    config, state = _model_and_state(settings, ckpt, restart, data_fingerprint(train_systems), type_map,
+                                     train_systems, valid_systems)
     if spin:
         spin = {**spin, "states": spin_catalogue(train_systems, type_map, spin["elements"])}
     return RunPlan(config, settings, state, train_systems, valid_systems, spin,
                    [p for p, _ in train_sets], [p for p, _ in valid_sets], restart)
+
+
+def _model_and_state(settings: TrainConfig, ckpt, restart, fingerprint: str, type_map, stat_systems, valid_systems,
+                     bias_systems=None):
+    """(config, run state): the checkpoint's, after checking it was written for this data, or a fresh
+    model whose statistics come from `stat_systems`; neighbour lists of stat + validation systems built."""
+    if ckpt:
+        config, meta, state = ckpt
+        if meta.get("fingerprint") != fingerprint:
+            raise CathodemlError(f"{restart} was written for different training data (or another seed / "
+                                 "validation split); restart with the same data and config")
+    else:
+        config = model_config_for(settings.model, type_map, stat_systems)
+    prepare_neighbours(config, stat_systems + valid_systems)
+    if not ckpt:
+        params, stats = initial_model(config, stat_systems, settings.model.seed, settings.training.stat_frames,
+                                      bias_systems=bias_systems)
+        state = new_run_state(params, stats)
+    return config, state
 
 
 # ----------------------------------------------------------------------------- streamed data
@@ -292,19 +302,10 @@ def _plan_stream(settings: TrainConfig, restart: str | None) -> RunPlan:
     assign_batch_sizes(streamed, t.batch_size)
     assign_batch_sizes(valid_systems, 1)
     samples = [s.template for s in streamed]
-    if ckpt:
-        config, meta, state = ckpt
-        if meta.get("fingerprint") != stream_fingerprint(streamed):
-            raise CathodemlError(f"{restart} was written for different training data (or another seed / "
-                                 "validation split); restart with the same data and config")
-    else:
-        config = model_config_for(settings.model, type_map, samples)
-    prepare_neighbours(config, samples + valid_systems)
+    config, state = _model_and_state(settings, ckpt, restart, stream_fingerprint(streamed), type_map, samples,
+                                     valid_systems, bias_systems=streamed)
     for s in streamed:
         s.capacity = s.template.neighbours.capacity
-    if not ckpt:
-        params, stats = initial_model(config, samples, settings.model.seed, t.stat_frames, bias_systems=streamed)
-        state = new_run_state(params, stats)
     if spin:
         spin = {**spin, "states": spin_catalogue(samples, type_map, spin["elements"])}
     return RunPlan(config, settings, state, streamed, valid_systems, spin, [p for p, *_ in indexed],

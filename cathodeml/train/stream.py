@@ -110,31 +110,18 @@ class EpochSampler(FrameSampler):
 
     def __init__(self, systems, seed: int):
         self.seed = int(seed)
-        self.rng = np.random.Generator(np.random.PCG64(seed))
-        n_batches = np.array([s.n_frames / s.batch_size for s in systems], dtype=np.float64)
-        self.probabilities = n_batches / n_batches.sum()
-        self.sizes = [s.n_frames for s in systems]
-        self.batch_sizes = [s.batch_size for s in systems]
         self.epochs = [0] * len(systems)
-        self.cursors = [0] * len(systems)
-        self.orders = [self._order(k) for k in range(len(systems))]
+        super().__init__(systems, seed)
+
+    def _first_order(self, k: int) -> np.ndarray:
+        return self._order(k)
+
+    def _next_order(self, k: int) -> np.ndarray:
+        self.epochs[k] += 1
+        return self._order(k)
 
     def _order(self, k: int) -> np.ndarray:
         return np.random.Generator(np.random.PCG64([self.seed, k, self.epochs[k]])).permutation(self.sizes[k])
-
-    def next(self) -> tuple[int, np.ndarray]:
-        k = int(self.rng.choice(len(self.sizes), p=self.probabilities)) if len(self.sizes) > 1 else 0
-        take, need = [], self.batch_sizes[k]
-        while need:
-            if self.cursors[k] >= self.sizes[k]:
-                self.epochs[k] += 1
-                self.orders[k] = self._order(k)
-                self.cursors[k] = 0
-            chunk = self.orders[k][self.cursors[k]:self.cursors[k] + need]
-            self.cursors[k] += len(chunk)
-            need -= len(chunk)
-            take.append(chunk)
-        return k, np.concatenate(take)
 
     def state(self) -> dict:
         return {"rng": self.rng.bit_generator.state, "epochs": list(self.epochs), "cursors": list(self.cursors)}
