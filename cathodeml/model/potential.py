@@ -93,7 +93,10 @@ def centre_energies(config: ModelConfig, params: dict, stats: dict, positions, c
 
 
 def _centre_energies(config, params, stats, positions, cell, nbr, centres, t):
-    blocks = neighbor_blocks(config, positions, cell, nbr, centres, slots_interchangeable(config, stats, t))
+    # the sort-free selection pays off on MD lists (built with a skin: more candidates than slots); lists
+    # for training and inference keep the sorted one, with no branch under vmap
+    order_free = slots_interchangeable(config, stats, t) if nbr.skin > 0 else False
+    blocks = neighbor_blocks(config, positions, cell, nbr, centres, order_free)
     d = descriptor_of_centres(config, params, stats, blocks, t)
     return fitting_net(params["fitting"][t], d, config.activation)[:, 0] + stats["type_bias"][t]
 
