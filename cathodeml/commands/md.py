@@ -43,7 +43,7 @@ def md(
     velocities: bool = typer.Option(False, "--velocities", help="Also store velocities in the trajectory."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints (default ≈10,000)."),
     skin: float = typer.Option(2.0, "--skin", help="Neighbour-list skin, Å."),
-    chunk: int = typer.Option(None, "--chunk", min=0, help="Atoms per chunk of the energy evaluation: memory stays that of one chunk whatever the cell (default on CPU 512, or 16 for a compressed model; 16384 on GPU; 0: the whole cell at once)."),
+    chunk: int = typer.Option(None, "--chunk", min=0, help="Atoms per chunk of the energy evaluation: memory stays that of one chunk whatever the cell (default on CPU 512, or 1024 for a compressed model; 16384 on GPU; 0: the whole cell at once)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT instead of refusing."),
     quiet: Quiet = False,
     as_json: AsJson = False,

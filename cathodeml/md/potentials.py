@@ -205,12 +205,13 @@ def default_chunk(compressed: bool = False) -> int:
     """Atoms per chunk of the MD energy (`model.chunked_energy`) when the user does not say.  On CPU,
     512-atom chunks had the fastest energy + forces kernel we measured for the exact nets (12,288 water
     atoms: whole cell 5.0 GB peak and 4,900 atom-evaluations/s; 512-atom chunks 0.76 GB and 8,300/s;
-    128-256 no faster, benchmarks/BENCHMARKS.md "md memory"); a compressed model wants 16-atom chunks,
-    whose gathered table coefficients stay in cache (BENCHMARKS.md "compress").  An accelerator wants
-    larger chunks to stay busy (16,384: not measured)."""
+    128-256 no faster, benchmarks/BENCHMARKS.md "md memory").  A compressed model on CPU runs its tables
+    in the fused kernel (`model.table_kernel`), which holds no [slots, M] array, so its chunks only bound
+    the fitting net's activations: 1,024 (1,536 water atoms: 16-atom chunks 9x slower, 512 10 % slower,
+    the whole cell no faster).  An accelerator wants larger chunks to stay busy (16,384: not measured)."""
     if jax.default_backend() != "cpu":
         return 16384
-    return 16 if compressed else 512
+    return 1024 if compressed else 512
 
 
 def deeppot(model, atom_types, moments=None, margin: float = 1.25, chunk: int | None = None) -> Potential:

@@ -203,11 +203,19 @@ def _embed_block(embed, env_block):
     return contract_slots(g.reshape(n, w, -1), env_block)
 
 
-def _embedding(config: ModelConfig, params: dict, stats: dict, index: int):
-    """G(s) of embedding net `index`: the net itself, or its table in a compressed model."""
+def _embed_contract(config: ModelConfig, params: dict, stats: dict, index: int):
+    """env_block [n, w, 4] → Σ_slots G(s)ᵀ·R̃ [n, M, 4] with embedding net `index`: the net itself,
+    or in a compressed model its table (on CPU the fused kernel of `table_kernel`)."""
     if config.tables:
-        return partial(tabulated_embedding, stats["tables"][index], config.tables[index])
-    return partial(embedding_net, params["embedding"][index], activation=config.activation)
+        from cathodeml.model import table_kernel  # numba, imported for compressed models only
+
+        if table_kernel.available():
+            return partial(table_kernel.embed_contract, stats["tables"][index], config.tables[index])
+    if config.tables:
+        embed = partial(tabulated_embedding, stats["tables"][index], config.tables[index])
+    else:
+        embed = partial(embedding_net, params["embedding"][index], activation=config.activation)
+    return partial(_embed_block, embed)
 
 
 def descriptor_of_centres(config: ModelConfig, params: dict, stats: dict, blocks, centre_type: int):
@@ -222,14 +230,14 @@ def descriptor_of_centres(config: ModelConfig, params: dict, stats: dict, blocks
     offset = 0
     for t, ((diff, mask), sel) in enumerate(zip(blocks, config.sel)):
         width = mask.shape[1]
-        embed = _embedding(config, params, stats, config.embedding_index(centre_type, t))
+        embed_contract = _embed_contract(config, params, stats, config.embedding_index(centre_type, t))
         if width:
             env = environment_matrix(diff, mask, config.rcut_smth, config.rcut)
             env = (env - davg[offset:offset + width]) / dstd[offset:offset + width]
-            gr = gr + _embed_block(embed, env)
+            gr = gr + embed_contract(env)
         if sel > width:
             empty = (-davg[offset + width:offset + sel] / dstd[offset + width:offset + sel])[None]
-            gr = gr + _embed_block(embed, empty)
+            gr = gr + embed_contract(empty)
         offset += sel
     gr = gr / config.nnei
     d = jnp.einsum("nmf,naf->nma", gr, gr[:, : config.axis_neuron, :])
