@@ -22,11 +22,13 @@ rounding (tests/test_compress.py).
 
 from __future__ import annotations
 
+import ctypes
+
 import jax
 import jax.numpy as jnp
-import numpy as np
-
 import numba
+import numba.extending
+import numpy as np
 
 # numba's parallel loops are launched from XLA's threads, possibly two at once: only the thread-safe
 # layers (OpenMP, TBB) allow that; the default could pick the workqueue layer, which aborts on it
@@ -108,81 +110,217 @@ def _backward(table, grid, env, ct, out):
 # reassociation lets LLVM vectorise the backward sums over m (4x faster); they then differ from a
 # left-to-right sum in the last bits only
 _FASTMATH = {"reassoc", "contract"}
-_KERNELS = {
-    True: (numba.njit(parallel=True, cache=True, nogil=True)(_forward),
-           numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)(_backward)),
-    False: (numba.njit(cache=True, nogil=True)(_forward),
-            numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_backward)),
-}
-_PARALLEL = [True]
+_PARALLEL_KERNELS = (numba.njit(parallel=True, cache=True, nogil=True)(_forward),
+                     numba.njit(parallel=True, cache=True, nogil=True, fastmath=_FASTMATH)(_backward))
+_SERIAL_KERNELS = (numba.njit(cache=True, nogil=True)(_forward),
+                   numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_backward))
 
 
-def _run(which: int, *arrays):
-    """Run kernel `which` (0 forward, 1 backward), threaded over centres where numba has a
-    thread-safe layer, serially where it does not (the results are the same)."""
-    if _PARALLEL[0]:
-        try:
-            return _KERNELS[True][which](*arrays)
-        except ValueError as error:  # "No threading layer could be loaded"
-            if "threading layer" not in str(error):
-                raise
-            _PARALLEL[0] = False
-    return _KERNELS[False][which](*arrays)
+# --- XLA FFI handlers -------------------------------------------------------------------------------
+# The kernels are called by XLA directly, as typed-FFI custom calls (xla/ffi/api/c_api.h, API 0.3):
+# a handler receives an XLA_FFI_CallFrame* and reads its buffers' data pointers and shapes from it.
+# A Python callback (jax.pure_callback) did the same work but copied every result back to a device
+# buffer, a quarter of the step.  Byte offsets of the C structs on a 64-bit machine:
+#   XLA_FFI_CallFrame: extension_start 8, args.args 72 (void**), rets.rets 112 (void**)
+#   XLA_FFI_Buffer: data 24, rank 32, dims 40 (int64*)
+#   XLA_FFI_Extension_Base: type 8 (1 = metadata); XLA_FFI_Metadata_Extension: metadata 24
+#   XLA_FFI_Metadata: api_version {struct_size 8, extension_start 16, major 24, minor 28}, traits 32
+_FFI_API_VERSION = (0, 3)
 
 
-def _batched(table, grid, *arrays):
-    """Numpy views of the callback's jax Arrays, batched for the kernels: (batch shape + (n,), grid,
-    and per distinct table the table [nspline, 6, M] with the arrays [..., n, a, b] flattened to [k, a, b]).
+@numba.extending.intrinsic
+def _pointer(typingctx, address):
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(numba.types.voidptr))
+    return numba.types.voidptr(numba.types.int64), codegen
 
-    Under vmap (vmap_method="expand_dims") every argument gains the batch axes, of size 1 where it
-    is not batched.  One table for the whole batch (frames, chunks) runs as one kernel call over all
-    centres; a table batched too (an ensemble of compressed models) runs one call per member."""
-    table, grid = np.asarray(table), np.asarray(grid, np.float64).reshape(-1)[:5]
-    arrays = [np.asarray(a) for a in arrays]  # views, no copy on the CPU; reshaping a jax Array would not be
-    lead = np.broadcast_shapes(table.shape[:-3], *(a.shape[:-3] for a in arrays))  # cores: [n, ., .]
-    arrays = [np.broadcast_to(a, lead + a.shape[-3:]) for a in arrays]
-    if np.prod(table.shape[:-3], dtype=int) == 1:
-        groups = [(table.reshape(table.shape[-3:]), [a.reshape((-1,) + a.shape[-2:]) for a in arrays])]
+
+@numba.extending.intrinsic
+def _address(typingctx, pointer):
+    def codegen(context, builder, signature, args):
+        return builder.ptrtoint(args[0], context.get_value_type(numba.types.int64))
+    return numba.types.int64(numba.types.voidptr), codegen
+
+
+@numba.njit(inline="always", cache=True)
+def _word(address):
+    return numba.carray(_pointer(address), (1,), np.int64)[0]
+
+
+@numba.njit(inline="always", cache=True)
+def _is_metadata_query(frame):
+    """True (after filling in the handler's API version and traits) when XLA asks for metadata."""
+    extension = _word(frame + 8)
+    if extension == 0 or numba.carray(_pointer(extension + 8), (1,), np.int32)[0] != 1:
+        return False
+    metadata = _word(extension + 24)
+    words = numba.carray(_pointer(metadata + 8), (2,), np.int64)
+    words[0], words[1] = 24, 0  # XLA_FFI_Api_Version struct_size, extension_start
+    ints = numba.carray(_pointer(metadata + 24), (3,), np.int32)
+    ints[0], ints[1], ints[2] = _FFI_API_VERSION[0], _FFI_API_VERSION[1], 0
+    return True
+
+
+@numba.njit(inline="always", cache=True)
+def _buffer(pointers, i):
+    """(data address, rank, dims address) of the i-th buffer of an args/rets pointer array."""
+    buffer = _word(pointers + 8 * i)
+    return _word(buffer + 24), _word(buffer + 32), _word(buffer + 40)
+
+
+@numba.njit(inline="always", cache=True)
+def _lead(rank, dims, core, k, size):
+    """Extent of leading (batch) axis k of a buffer with `core` trailing axes; 1 where it has fewer
+    batch axes than the output (vmap_method="expand_dims" gives every argument the batch axes)."""
+    offset = size - (rank - core)
+    return 1 if k < offset else _word(dims + 8 * (k - offset))
+
+
+@numba.njit(inline="always", cache=True)
+def _offsets(b, size, o_dims, t_rank, t_dims, e_rank, e_dims, c_rank, c_dims):
+    """Flat batch-element offsets in table, env and ct of output batch element b (stride 0 along
+    their size-1 batch axes)."""
+    t_off = e_off = c_off = 0
+    t_stride = e_stride = c_stride = 1
+    rest = b
+    for k in range(size - 1, -1, -1):
+        extent = _word(o_dims + 8 * k)
+        index = rest % extent
+        rest //= extent
+        t_ext = _lead(t_rank, t_dims, 3, k, size)
+        e_ext = _lead(e_rank, e_dims, 3, k, size)
+        c_ext = _lead(c_rank, c_dims, 3, k, size)
+        t_off += (index if t_ext > 1 else 0) * t_stride
+        e_off += (index if e_ext > 1 else 0) * e_stride
+        c_off += (index if c_ext > 1 else 0) * c_stride
+        t_stride *= t_ext
+        e_stride *= e_ext
+        c_stride *= c_ext
+    return t_off, e_off, c_off
+
+
+@numba.njit(inline="always", cache=True)
+def _run_kernel(backward, parallel, table, grid, env, ct, out_address, n, w, m_dim, dtype):
+    if backward:
+        out = numba.carray(_pointer(out_address), (n, w, 4), dtype)
+        if parallel:
+            _PARALLEL_KERNELS[1](table, grid, env, ct, out)
+        else:
+            _SERIAL_KERNELS[1](table, grid, env, ct, out)
     else:
-        tables = np.broadcast_to(table, lead + table.shape[-3:]).reshape((-1,) + table.shape[-3:])
-        flat = [a.reshape((len(tables), -1) + a.shape[-2:]) for a in arrays]
-        groups = [(tables[b], [a[b] for a in flat]) for b in range(len(tables))]
-    groups = [(np.ascontiguousarray(t), [np.ascontiguousarray(a) for a in group]) for t, group in groups]
-    return lead + arrays[0].shape[-3:-2], np.ascontiguousarray(grid), groups
+        out = numba.carray(_pointer(out_address), (n, 4, m_dim), dtype)
+        if parallel:
+            _PARALLEL_KERNELS[0](table, grid, env, out)
+        else:
+            _SERIAL_KERNELS[0](table, grid, env, out)
 
 
-def _host_forward(table, grid, env):
-    lead, grid, groups = _batched(table, grid, env)
-    outs = []
-    for tab, (rows,) in groups:
-        outs.append(np.empty((rows.shape[0], 4, tab.shape[-1]), rows.dtype))
-        _run(0, tab, grid, rows, outs[-1])
-    out = np.concatenate(outs) if len(outs) > 1 else outs[0]
-    return out.reshape(lead + out.shape[-2:])
+@numba.njit(inline="always", cache=True)
+def _execute_typed(frame, backward, dtype, item):
+    args, rets = _word(frame + 72), _word(frame + 112)
+    t_data, t_rank, t_dims = _buffer(args, 0)
+    g_data, _, _ = _buffer(args, 1)
+    e_data, e_rank, e_dims = _buffer(args, 2)
+    o_data, o_rank, o_dims = _buffer(rets, 0)
+    c_data, c_rank, c_dims = _buffer(args, 3) if backward else (e_data, e_rank, e_dims)
+    ns, m_dim = _word(t_dims + 8 * (t_rank - 3)), _word(t_dims + 8 * (t_rank - 1))
+    n, w = _word(e_dims + 8 * (e_rank - 3)), _word(e_dims + 8 * (e_rank - 2))
+    grid = numba.carray(_pointer(g_data), (6,), np.float64)  # the grid, then 1.0 to run in parallel
+    size = o_rank - 3
+    batch = 1
+    for k in range(size):
+        batch *= _word(o_dims + 8 * k)
+    for b in range(batch):
+        t_off, e_off, c_off = _offsets(b, size, o_dims, t_rank, t_dims, e_rank, e_dims, c_rank, c_dims)
+        table = numba.carray(_pointer(t_data + t_off * ns * 6 * m_dim * item), (ns, 6, m_dim), dtype)
+        env = numba.carray(_pointer(e_data + e_off * n * w * 4 * item), (n, w, 4), dtype)
+        ct = numba.carray(_pointer(c_data + c_off * n * 4 * m_dim * item), (n, 4, m_dim), dtype) if backward else \
+            numba.carray(_pointer(e_data), (1, 4, 1), dtype)
+        out_size = n * w * 4 if backward else n * 4 * m_dim
+        _run_kernel(backward, grid[5] > 0, table, grid[:5], env, ct, o_data + b * out_size * item, n, w, m_dim,
+                    dtype)
 
 
-def _host_backward(table, grid, env, ct):
-    lead, grid, groups = _batched(table, grid, env, ct)
-    outs = []
-    for tab, (rows, cot) in groups:
-        outs.append(np.empty(rows.shape, rows.dtype))
-        _run(1, tab, grid, rows, cot, outs[-1])
-    out = np.concatenate(outs) if len(outs) > 1 else outs[0]
-    return out.reshape(lead + out.shape[-2:])
+@numba.njit(cache=True)
+def _execute(frame, backward):
+    """Body of both FFI handlers: arguments table [..., nspline, 6, M], grid [..., 6] (float64: the
+    table grid, then 1.0 to run threaded), env [..., n, w, 4] (and ct [..., n, 4, M]); result
+    out [..., n, 4, M] (or d_env [..., n, w, 4]); float32 or float64, read from env's buffer.
+    Batch axes broadcast: one kernel call per batch element, each parallel over its n centres."""
+    if _is_metadata_query(frame):
+        return
+    env_dtype = numba.carray(_pointer(_word(_word(frame + 72) + 16) + 16), (1,), np.int32)[0]
+    if env_dtype == 11:  # XLA_FFI_DataType_F32
+        _execute_typed(frame, backward, np.float32, 4)
+    else:  # F64 (embed_contract admits no other)
+        _execute_typed(frame, backward, np.float64, 8)
+
+
+def _handlers():
+    """The two C-callable handlers (forward, backward), compiled on first use, cached by numba."""
+    if not _HANDLERS:
+        @numba.cfunc(numba.types.voidptr(numba.types.voidptr), cache=True)
+        def forward(frame):
+            _execute(_address(frame), False)
+            return _pointer(0)
+
+        @numba.cfunc(numba.types.voidptr(numba.types.voidptr), cache=True)
+        def backward(frame):
+            _execute(_address(frame), True)
+            return _pointer(0)
+
+        _HANDLERS.extend([forward, backward])  # kept alive as long as XLA may call them
+    return _HANDLERS
+
+
+_HANDLERS: list = []
+_TARGETS: dict = {}
+
+
+def _parallel_works() -> bool:
+    try:
+        _PARALLEL_KERNELS[0](np.zeros((1, 6, 1)), np.array([0.0, 1.0, 5.0, 0.5, 1.0]), np.zeros((2, 1, 4)),
+                             np.empty((2, 4, 1)))
+        return True
+    except ValueError as error:  # "No threading layer could be loaded": run serially
+        if "threading layer" not in str(error):
+            raise
+        return False
+
+
+def _target(backward: bool) -> str:
+    """Name of the registered FFI target of one kernel (compiled and registered on first use)."""
+    if backward not in _TARGETS:
+        new_capsule = ctypes.pythonapi.PyCapsule_New
+        new_capsule.restype = ctypes.py_object
+        new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        name = f"cathodeml_table_{'backward' if backward else 'forward'}"
+        handler = _handlers()[int(backward)]
+        jax.ffi.register_ffi_target(name, new_capsule(handler.address, None, None), platform="cpu")
+        _TARGETS[backward] = name
+    return _TARGETS[backward]
+
+
+def _run_parallel() -> bool:
+    if "parallel" not in _TARGETS:
+        _TARGETS["parallel"] = _parallel_works()
+    return _TARGETS["parallel"]
 
 
 def embed_contract(table, grid: tuple, env):
     """Σ_slots G(R̃[..., 0])ᵀ·R̃ → [n, M, 4] for normalised rows env [n, w, 4], G from the table
     [nspline, 6, M] on `grid` (the same numbers as `descriptor._embed_block` with the XLA table)."""
+    if env.dtype not in (jnp.float32, jnp.float64) or table.dtype != env.dtype:
+        raise TypeError(f"table kernel: float32 or float64 table and rows of one dtype, got {table.dtype}, {env.dtype}")
     # the grid stays float64 (as the Python floats of compress._locate), whatever the model precision
-    grid_array = jnp.asarray(np.asarray(grid, np.float64))
+    grid_array = jnp.asarray(np.array([*grid, 1.0 if _run_parallel() else 0.0], np.float64))
     return jnp.swapaxes(_fused(jax.lax.stop_gradient(table), grid_array, env), -1, -2)
 
 
 @jax.custom_vjp
 def _fused(table, grid, env):
     shape = jax.ShapeDtypeStruct(env.shape[:-2] + (4, table.shape[-1]), env.dtype)
-    return jax.pure_callback(_host_forward, shape, table, grid, env, vmap_method="expand_dims")
+    return jax.ffi.ffi_call(_target(False), shape, vmap_method="expand_dims")(table, grid, env)
 
 
 def _fused_forward(table, grid, env):
@@ -192,7 +330,7 @@ def _fused_forward(table, grid, env):
 def _fused_backward(residuals, ct):
     table, grid, env = residuals
     shape = jax.ShapeDtypeStruct(env.shape, env.dtype)
-    d_env = jax.pure_callback(_host_backward, shape, table, grid, env, ct, vmap_method="expand_dims")
+    d_env = jax.ffi.ffi_call(_target(True), shape, vmap_method="expand_dims")(table, grid, env, ct)
     return jnp.zeros_like(table), jnp.zeros_like(grid), d_env
 
 
