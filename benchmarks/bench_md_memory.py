@@ -8,6 +8,10 @@ the cell the 192-atom water frame replicated n×n×n.  Each run is its own `cath
 (cathodeml before chunking), the default evaluates 512 atoms at a time on CPU.
 
     python benchmarks/bench_md_memory.py --reps 2 4 5 --steps 20
+    python benchmarks/bench_md_memory.py --reps 2 4 5 --steps 20 --compressed --whole-max 0
+
+`--compressed` runs the model after `compress_model` (DeePMD-kit's tables; on CPU the fused kernel,
+1,024-atom chunks by default).
 """
 
 from __future__ import annotations
@@ -46,12 +50,19 @@ def main() -> None:
     p.add_argument("--reps", type=int, nargs="+", default=[2, 4, 5])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--whole-max", type=int, default=13000, help="largest cell also run with --chunk 0")
+    p.add_argument("--compressed", action="store_true", help="the compressed (tabulated) model")
     args = p.parse_args()
     print("| atoms | energy evaluation | peak resident (GiB) | kB/atom | steady steps/s | atom-steps/s | wall (s) |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        save_model(tmp / "water.h5", water_model())
+        model = water_model()
+        if args.compressed:
+            from cathodeml.model.compress import compress_model, min_neighbor_distance
+
+            pos, cell, types = water_frame()
+            model = compress_model(model, min_neighbor_distance([(pos[None], cell[None], types)]))
+        save_model(tmp / "water.h5", model)
         for n in args.reps:
             pos, cell, types = replicate(*water_frame(), n)
             poscar = tmp / f"POSCAR_{n}"
@@ -59,7 +70,8 @@ def main() -> None:
                   format="vasp", sort=False)
             for chunk in (["0"] if len(types) <= args.whole_max else []) + [None]:
                 r = run_md(tmp / "water.h5", poscar, tmp / "traj.h5", args.steps, chunk)
-                label = "whole cell (`--chunk 0`)" if chunk == "0" else "512-atom chunks (default)"
+                default = "compressed, 1,024-atom chunks (default)" if args.compressed else "512-atom chunks (default)"
+                label = "whole cell (`--chunk 0`)" if chunk == "0" else default
                 print(f"| {len(types):,} | {label} | {r['peak_gib']:.2f} | {r['peak_gib'] * 2**20 / len(types):.0f} | "
                       f"{r['steps_per_s']:.2f} | {r['steps_per_s'] * len(types):,.0f} | {r['wall_s']:.1f} |", flush=True)
 

@@ -21,7 +21,8 @@ is stride0 (default 0.01) from lower to upper, then stride1 = 10·stride0 up to 
 Evaluation.  `tabulated_embedding` finds each input's interval exactly as DeePMD-kit's
 `locate_xx_se_a` does and evaluates the polynomial by Horner's rule, the value and its derivative
 in one pass (a custom VJP), so reverse mode stores one [slots, M] derivative instead of six
-gathered coefficient planes.  Reverse mode only: the tables are for md and inference, not for
+gathered coefficient planes.  On CPU, `descriptor` uses the fused kernel of `table_kernel`
+instead (the same numbers, no [slots, M] arrays at all); this is the path on other backends.  Reverse mode only: the tables are for md and inference, not for
 training through them (second derivatives would need the curvature, which is not kept).  Outside the table the value is constant and its derivative 0 (the
 energy stays conservative there; DeePMD-kit's force kernel uses the end interval's slope).
 
