@@ -207,8 +207,8 @@ def default_chunk(compressed: bool = False) -> int:
     atoms: whole cell 5.0 GB peak and 4,900 atom-evaluations/s; 512-atom chunks 0.76 GB and 8,300/s;
     128-256 no faster, benchmarks/BENCHMARKS.md "md memory").  A compressed model on CPU runs its tables
     in the fused kernel (`model.table_kernel`), which holds no [slots, M] array, so its chunks only bound
-    the fitting net's activations: 1,024 (1,536 water atoms: 16-atom chunks 9x slower, 512 10 % slower,
-    the whole cell no faster).  An accelerator wants larger chunks to stay busy (16,384: not measured)."""
+    the fitting net's activations: 1,024 (1,536 water atoms: 512 about 10 % slower, 2,048 and the whole
+    cell no faster, 16 many times slower: every chunk is a kernel call).  An accelerator wants larger chunks to stay busy (16,384: not measured)."""
     if jax.default_backend() != "cpu":
         return 16384
     return 1024 if compressed else 512

@@ -57,12 +57,18 @@ def _locate(x, lower, upper, top, stride0, stride1, first, last):
     return last, 0.0, False
 
 
+@numba.njit(inline="always", cache=True)
+def _bounds(grid):
+    # the grid (lower, upper, top, stride0, stride1) and its first coarse and last interval
+    lower, upper, top, stride0, stride1 = grid[0], grid[1], grid[2], grid[3], grid[4]
+    first = int((upper - lower) / stride0)
+    return lower, upper, top, stride0, stride1, first, first + int((top - upper) / stride1) - 1
+
+
 def _forward(table, grid, env, out):
     """out [n, 4, M] = Σ_s G(env[n, s, 0]) ⊗ env[n, s, :]; table [nspline, 6, M], grid float64
     (lower, upper, top, stride0, stride1), env [n, w, 4]."""
-    lower, upper, top, stride0, stride1 = grid[0], grid[1], grid[2], grid[3], grid[4]
-    first = int((upper - lower) / stride0)
-    last = first + int((top - upper) / stride1) - 1
+    lower, upper, top, stride0, stride1, first, last = _bounds(grid)
     n, w, _ = env.shape
     m_dim = table.shape[2]
     for i in numba.prange(n):
@@ -82,9 +88,7 @@ def _forward(table, grid, env, out):
 
 def _backward(table, grid, env, ct, out):
     """out [n, w, 4] = ∂L/∂env from ct [n, 4, M] = ∂L/∂out of `_forward` (G and G′ recomputed)."""
-    lower, upper, top, stride0, stride1 = grid[0], grid[1], grid[2], grid[3], grid[4]
-    first = int((upper - lower) / stride0)
-    last = first + int((top - upper) / stride1) - 1
+    lower, upper, top, stride0, stride1, first, last = _bounds(grid)
     n, w, _ = env.shape
     m_dim = table.shape[2]
     for i in numba.prange(n):
