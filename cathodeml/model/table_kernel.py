@@ -25,6 +25,7 @@ polynomial as `compress._locate` / `_polynomial`: results agree with the XLA pat
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -262,55 +263,46 @@ def _execute(frame, backward):
         _execute_typed(frame, backward, np.float64, 8)
 
 
+@functools.cache
 def _handlers():
-    """The two C-callable handlers (forward, backward), compiled on first use, cached by numba."""
-    if not _HANDLERS:
-        @numba.cfunc(numba.types.voidptr(numba.types.voidptr), cache=True)
-        def forward(frame):
-            _execute(_address(frame), False)
-            return _pointer(0)
+    """The two C-callable handlers (forward, backward), compiled on first use, cached by numba (and
+    kept alive here as long as XLA may call them)."""
+    @numba.cfunc(numba.types.voidptr(numba.types.voidptr), cache=True)
+    def forward(frame):
+        _execute(_address(frame), False)
+        return _pointer(0)
 
-        @numba.cfunc(numba.types.voidptr(numba.types.voidptr), cache=True)
-        def backward(frame):
-            _execute(_address(frame), True)
-            return _pointer(0)
+    @numba.cfunc(numba.types.voidptr(numba.types.voidptr), cache=True)
+    def backward(frame):
+        _execute(_address(frame), True)
+        return _pointer(0)
 
-        _HANDLERS.extend([forward, backward])  # kept alive as long as XLA may call them
-    return _HANDLERS
-
-
-_HANDLERS: list = []
-_TARGETS: dict = {}
+    return forward, backward
 
 
-def _parallel_works() -> bool:
+@functools.cache
+def _run_parallel() -> bool:
+    """Whether numba can run the threaded kernels (a thread-safe layer loads); else they run serially."""
     try:
         _PARALLEL_KERNELS[0](np.zeros((1, 6, 1)), np.array([0.0, 1.0, 5.0, 0.5, 1.0]), np.zeros((2, 1, 4)),
                              np.empty((2, 4, 1)))
         return True
-    except ValueError as error:  # "No threading layer could be loaded": run serially
+    except ValueError as error:  # "No threading layer could be loaded"
         if "threading layer" not in str(error):
             raise
         return False
 
 
+@functools.cache
 def _target(backward: bool) -> str:
     """Name of the registered FFI target of one kernel (compiled and registered on first use)."""
-    if backward not in _TARGETS:
-        new_capsule = ctypes.pythonapi.PyCapsule_New
-        new_capsule.restype = ctypes.py_object
-        new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-        name = f"cathodeml_table_{'backward' if backward else 'forward'}"
-        handler = _handlers()[int(backward)]
-        jax.ffi.register_ffi_target(name, new_capsule(handler.address, None, None), platform="cpu")
-        _TARGETS[backward] = name
-    return _TARGETS[backward]
-
-
-def _run_parallel() -> bool:
-    if "parallel" not in _TARGETS:
-        _TARGETS["parallel"] = _parallel_works()
-    return _TARGETS["parallel"]
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype = ctypes.py_object
+    new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    name = f"cathodeml_table_{'backward' if backward else 'forward'}"
+    handler = _handlers()[int(backward)]
+    jax.ffi.register_ffi_target(name, new_capsule(handler.address, None, None), platform="cpu")
+    return name
 
 
 def embed_contract(table, grid: tuple, env):
